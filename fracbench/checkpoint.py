@@ -1,0 +1,124 @@
+"""Checkpoints: safetensors weights plus a JSON sidecar with everything needed to use them alone.
+
+``<name>.safetensors`` holds only tensors (no code can run on load); ``<name>.json`` holds the
+model name and kwargs, preprocessing, class names, decision threshold and a pointer to the run
+record. Pickle files are refused unless the caller allows them explicitly, and are then read
+with ``torch.load(weights_only=True)``. Training-resume state (optimizer, RNG) is a separate
+``last.pt`` that fracbench itself wrote, also read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fracbench.io import atomic_write_bytes, atomic_write_json
+
+FORMAT_VERSION = 1
+CLASS_NAMES = ("not fractured", "fractured")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+@dataclass
+class Checkpoint:
+    model: nn.Module
+    meta: dict[str, Any]
+    path: Path
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["preprocessing"]["image_size"])
+
+    @property
+    def channels(self) -> int:
+        return int(self.meta["preprocessing"]["channels"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.meta.get("threshold", 0.5))
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, *, model_name: str, model_kwargs: dict[str, Any],
+                    image_size: int, channels: int, threshold: float, record: str | None = None,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write ``path`` (.safetensors) and its ``.json`` sidecar atomically."""
+    from safetensors.torch import save
+
+    path = Path(path).with_suffix(".safetensors")
+    module = model.module if hasattr(model, "module") else model
+    module = getattr(module, "_orig_mod", module)  # torch.compile wrapper
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model": model_name,
+        "model_kwargs": model_kwargs,
+        "num_classes": 2,
+        "class_names": list(CLASS_NAMES),
+        "preprocessing": {"image_size": image_size, "channels": channels, "resize": "square, bilinear",
+                          "normalize": "(x/255 - 0.5) / 0.5", "grayscale": "luminance, replicated to channels"},
+        "threshold": float(threshold),
+        "record": record,
+        **(extra or {}),
+    }
+    atomic_write_bytes(path, save(tensors, metadata={"fracbench": json.dumps({"model": model_name})}))
+    atomic_write_json(path.with_suffix(".json"), meta)
+    return path
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False) -> Checkpoint:
+    """Rebuild the model from a checkpoint; errors name the file and the fix."""
+    from fracbench.models import create_model
+
+    path = Path(path)
+    if path.suffix in (".pt", ".pth", ".ckpt", ".bin", ".model"):
+        if not allow_pickle:
+            raise CheckpointError(f"{path}: a pickle checkpoint; fracbench does not unpickle files by default. "
+                                  "Convert it to safetensors, or pass --allow-pickle if you trust its source "
+                                  "(it is then read with weights_only=True).")
+        sidecar = path.with_suffix(".json")
+    else:
+        path = path.with_suffix(".safetensors")
+        sidecar = path.with_suffix(".json")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint. Train one with `fracbench train` or `fracbench run`.")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{sidecar}: metadata sidecar missing; a fracbench checkpoint is a .safetensors "
+                              "file with a .json beside it") from None
+    except ValueError as exc:
+        raise CheckpointError(f"{sidecar}: damaged metadata ({exc})") from None
+    for key in ("model", "preprocessing"):
+        if key not in meta:
+            raise CheckpointError(f"{sidecar}: metadata lacks {key!r}; not a fracbench checkpoint")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors raises its own error types for truncation and corruption
+        raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {exc}); the file is damaged "
+                              "or truncated: retrain or copy it again") from None
+    try:
+        model = create_model(meta["model"], num_classes=int(meta.get("num_classes", 2)),
+                             in_channels=int(meta["preprocessing"]["channels"]),
+                             image_size=int(meta["preprocessing"]["image_size"]), **meta.get("model_kwargs", {}))
+    except KeyError as exc:
+        raise CheckpointError(f"{sidecar}: {exc}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[:3]
+        raise CheckpointError(f"{path}: weights do not fit model {meta['model']!r}: {' '.join(first)}") from None
+    model.eval().to(device)
+    return Checkpoint(model, meta, path)

@@ -1,0 +1,84 @@
+"""Datasets, decoding, duplicate detection, manifests and the decode cache.
+
+Adding a dataset is one module with one ``@DATASETS.register("name")`` class; import it below.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fracbench.data import fracatlas, imagefolder, mura, synthetic  # noqa: F401  (registers datasets)
+from fracbench.data.base import DATASETS, Dataset, Fault, ImageRecord, Listing
+
+__all__ = ["DATASETS", "Dataset", "Fault", "ImageRecord", "Listing", "Prepared", "find_default_dataset",
+           "open_dataset", "prepare"]
+
+
+def open_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
+    """The dataset ``name`` at ``data_dir`` (default: where ``fracbench data download`` puts it)."""
+    from fracbench.paths import data_home
+
+    cls = DATASETS.get(name)
+    if name == "synthetic":
+        from fracbench.data.synthetic import Synthetic
+
+        return Synthetic.ensure(root=Path(data_dir) if data_dir else None)
+    root = Path(data_dir) if data_dir else data_home() / name
+    if not root.exists():
+        hint = {
+            "fracatlas": "Run `fracbench data download fracatlas`, or pass --data-dir PATH to an unpacked copy.",
+            "mura": "MURA needs registration at https://stanfordmlgroup.github.io/competitions/mura/ ; "
+                    "pass --data-dir PATH/TO/MURA-v1.1.",
+        }.get(name, "Pass --data-dir PATH.")
+        raise FileNotFoundError(f"{root}: no {name} data there. {hint}")
+    return cls(root)
+
+
+def find_default_dataset() -> tuple[str, Path | None]:
+    """The first real dataset found in the data home, else ("synthetic", None)."""
+    from fracbench.paths import data_home
+
+    home = data_home()
+    for name in ("fracatlas", "mura"):
+        root = home / name
+        if root.exists() and DATASETS.get(name).looks_like(root):
+            return name, root
+    return "synthetic", None
+
+
+@dataclass
+class Prepared:
+    """A scanned, indexed and split dataset: what every experiment on it starts from."""
+
+    dataset: Dataset
+    manifest: Manifest  # noqa: F821
+    listing: Listing
+    index: ImageIndex  # noqa: F821
+    duplicates: list = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)  # listing + decoding + split faults
+
+    @property
+    def name(self) -> str:
+        return self.dataset.name
+
+
+def prepare(name: str, data_dir: str | os.PathLike[str] | None = None, seed: int = 0,
+            progress: bool = True, manifest_path: str | os.PathLike[str] | None = None) -> Prepared:
+    """Scan, decode once, find duplicates and split (or read the given manifest)."""
+    from fracbench.data.dedup import find_duplicates
+    from fracbench.data.index import build_index
+    from fracbench.data.manifest import Manifest, make_manifest
+
+    ds = open_dataset(name, data_dir)
+    listing = ds.scan()
+    index = build_index(listing.records, progress=progress)
+    dups = find_duplicates(index)
+    if manifest_path:
+        manifest = Manifest.read(manifest_path, ds.name, ds.root)
+        split_faults: list[Fault] = []
+    else:
+        manifest, split_faults = make_manifest(ds.name, ds.root, index, dups, seed=seed)
+    faults = list(listing.faults) + list(index.faults) + split_faults
+    return Prepared(ds, manifest, listing, index, dups, faults)

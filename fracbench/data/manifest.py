@@ -1,0 +1,180 @@
+"""Train/val/test manifests: stratified, grouped, deterministic, fingerprinted.
+
+A manifest is a CSV (id, path, label, group, part, split, sha256) with paths relative to the
+dataset root, so its bytes, and so its fingerprint, do not depend on where the data lives.
+Groups (a patient, or a set of exact/near-duplicate images) never cross splits. Unreadable
+images are left out (and reported); everything else is kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from fracbench.data.base import SPLITS, Fault
+from fracbench.data.dedup import DuplicateGroup
+from fracbench.data.index import ImageIndex
+from fracbench.io import atomic_write_bytes
+
+COLUMNS = ("id", "path", "label", "group", "part", "split", "sha256")
+DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)  # train, val, test
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    id: str
+    path: str  # relative to the manifest's root
+    label: int
+    group: str
+    part: str
+    split: str
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    dataset: str
+    root: Path
+    rows: list[ManifestRow]
+
+    def to_csv_bytes(self) -> bytes:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(COLUMNS)
+        for r in self.rows:
+            w.writerow([r.id, r.path, r.label, r.group, r.part, r.split, r.sha256])
+        return buf.getvalue().encode("utf-8")
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.to_csv_bytes()).hexdigest()
+
+    def abspath(self, row: ManifestRow) -> Path:
+        return self.root / row.path
+
+    def split_rows(self, split: str) -> list[ManifestRow]:
+        return [r for r in self.rows if r.split == split]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {s: {"0": 0, "1": 0} for s in SPLITS}
+        for r in self.rows:
+            out.setdefault(r.split, {"0": 0, "1": 0})[str(r.label)] += 1
+        return out
+
+    def write(self, path: str | Path) -> Path:
+        return atomic_write_bytes(path, self.to_csv_bytes())
+
+    @classmethod
+    def read(cls, path: str | Path, dataset: str, root: str | Path) -> Manifest:
+        path = Path(path)
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if tuple(reader.fieldnames or ()) != COLUMNS:
+                raise ValueError(f"{path}: not a fracbench manifest (columns {reader.fieldnames}, expected {COLUMNS})")
+            rows = [
+                ManifestRow(r["id"], r["path"], int(r["label"]), r["group"], r["part"], r["split"], r["sha256"])
+                for r in reader
+            ]
+        bad = {r.split for r in rows} - set(SPLITS)
+        if bad:
+            raise ValueError(f"{path}: unknown split names {sorted(bad)}; expected {SPLITS}")
+        return cls(dataset, Path(root), rows)
+
+
+def _rel(path: str, root: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).resolve().as_posix()
+
+
+def make_manifest(
+    dataset: str,
+    root: Path,
+    index: ImageIndex,
+    duplicates: list[DuplicateGroup],
+    seed: int = 0,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+) -> tuple[Manifest, list[Fault]]:
+    """Assign splits to every readable record; return the manifest and split-level faults.
+
+    Splits fixed by the dataset (MURA's official valid set, an image folder's train/val/test)
+    are kept. The remaining groups are shuffled by ``seed`` within strata of (label, body part)
+    and dealt to the free splits so each reaches its share of images.
+    """
+    recs = index.records
+    root = Path(root).resolve()
+    faults: list[Fault] = []
+    # group id: the dataset's group, merged across duplicate sets (union by the smallest member)
+    parent: dict[str, str] = {}
+
+    def find(g: str) -> str:
+        while parent.get(g, g) != g:
+            g = parent[g]
+        return g
+
+    for dup in duplicates:
+        roots = sorted({find(recs[i].group) for i in dup.members})
+        for other in roots[1:]:
+            parent[other] = roots[0]
+    gid = [find(r.group) for r in recs]
+    members: dict[str, list[int]] = defaultdict(list)
+    for k in range(len(recs)):
+        if index.ok[k]:
+            members[gid[k]].append(k)
+
+    preset_splits = {recs[k].split for k in range(len(recs)) if recs[k].split}
+    # a preset "train" without a preset "val" is a pool from which val is carved
+    pool_from_train = "train" in preset_splits and "val" not in preset_splits
+    fixed = {s for s in preset_splits if not (s == "train" and pool_from_train)}
+    free = [s for s in SPLITS if s not in fixed]
+
+    split_of: dict[str, str] = {}
+    pool: list[str] = []
+    for g, ks in members.items():
+        given = {recs[k].split for k in ks if recs[k].split and recs[k].split in fixed}
+        if len(given) > 1:
+            faults.append(
+                Fault(recs[ks[0]].path, "group_crosses_given_splits",
+                      f"group {g} has copies in the dataset's own splits {sorted(given)}: a leak in the given split")
+            )
+        if given:
+            split_of[g] = sorted(given, key=SPLITS.index)[-1] if len(given) == 1 else "test"
+        else:
+            pool.append(g)
+
+    if pool and free:
+        share = {s: fractions[SPLITS.index(s)] for s in free}
+        total = sum(share.values())
+        share = {s: v / total for s, v in share.items()}
+        strata: dict[tuple[int, str], list[str]] = defaultdict(list)
+        for g in sorted(pool):
+            ks = members[g]
+            strata[(max(recs[k].label for k in ks), recs[ks[0]].part)].append(g)
+        for key in sorted(strata):
+            groups = strata[key]
+            random.Random(f"{seed}|{key}").shuffle(groups)
+            n_images = sum(len(members[g]) for g in groups)
+            got = {s: 0 for s in free}
+            for g in groups:
+                # deal to the split furthest below its target share
+                s = max(free, key=lambda s: (share[s] * n_images - got[s], -free.index(s)))
+                split_of[g] = s
+                got[s] += len(members[g])
+    elif pool:
+        for g in pool:
+            split_of[g] = "train"
+
+    rows = []
+    for k, r in enumerate(recs):
+        if not index.ok[k]:
+            continue
+        rows.append(ManifestRow(r.id, _rel(r.path, root), int(r.label), gid[k], r.part, split_of[gid[k]],
+                                index.file_sha256[k]))
+    rows.sort(key=lambda r: (SPLITS.index(r.split), r.id))
+    return Manifest(dataset, root, rows), faults

@@ -1,0 +1,144 @@
+"""Run records: the versioned schema, where they live, atomic writing, and finding them again.
+
+One record per (experiment, seed) in ``results/runs/<experiment>/seed<k>/``:
+record.json, epochs.jsonl, predictions.csv and config.yaml. Only this module, the tables, the
+figures, the report and the checkpoint module write files.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fracbench.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from fracbench.paths import REPO_ROOT
+
+SCHEMA_VERSION = 1
+RECORD = "record.json"
+EPOCHS = "epochs.jsonl"
+PREDICTIONS = "predictions.csv"
+CONFIG = "config.yaml"
+
+
+def run_dir(results: str | Path, experiment: str, seed: int) -> Path:
+    return Path(results) / "runs" / experiment / f"seed{seed}"
+
+
+def git_commit() -> tuple[str, bool]:
+    """The checkout's commit and whether it has uncommitted changes ("unknown" outside git)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "fracbench"],
+                                    cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip())
+        return commit, dirty
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def code_version() -> str:
+    """fracbench's version plus the code's commit: what decides whether a record is still current."""
+    from fracbench import __version__
+
+    commit, dirty = git_commit()
+    return f"{__version__}+{commit[:12]}{'.dirty' if dirty else ''}"
+
+
+def environment(device: str = "cpu") -> dict[str, Any]:
+    import torch
+
+    commit, dirty = git_commit()
+    name = platform.processor() or platform.machine()
+    if device.startswith("cuda") and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(torch.device(device))
+    else:
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+    return {
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "device_name": name,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def write_record(directory: Path, record: dict[str, Any]) -> Path:
+    record = {"schema_version": SCHEMA_VERSION, **record}
+    return atomic_write_json(Path(directory) / RECORD, record)
+
+
+def write_predictions(directory: Path, rows: Iterable[Sequence[Any]]) -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "split", "label", "score"])
+    for r in rows:
+        w.writerow([r[0], r[1], int(r[2]), f"{float(r[3]):.6f}"])
+    return atomic_write_bytes(Path(directory) / PREDICTIONS, buf.getvalue().encode())
+
+
+def write_epochs(directory: Path, epochs: list[dict[str, Any]]) -> Path:
+    text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in epochs)
+    return atomic_write_text(Path(directory) / EPOCHS, text)
+
+
+def write_config(directory: Path, config_yaml: str) -> Path:
+    return atomic_write_text(Path(directory) / CONFIG, config_yaml)
+
+
+def read_record(directory: Path) -> dict[str, Any] | None:
+    p = Path(directory) / RECORD
+    try:
+        rec = json.loads(p.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise ValueError(f"{p}: damaged record ({exc}); delete it and rerun that experiment") from exc
+    if rec.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{p}: schema version {rec.get('schema_version')}, this fracbench reads {SCHEMA_VERSION}")
+    return rec
+
+
+def read_epochs(directory: Path) -> list[dict[str, Any]]:
+    p = Path(directory) / EPOCHS
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def read_predictions(directory: Path) -> list[dict[str, Any]]:
+    p = Path(directory) / PREDICTIONS
+    with p.open(newline="") as fh:
+        return [{"id": r["id"], "split": r["split"], "label": int(r["label"]), "score": float(r["score"])}
+                for r in csv.DictReader(fh)]
+
+
+def find_records(results: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every record under results/runs, sorted by experiment then seed."""
+    out = []
+    for p in sorted(Path(results).glob("runs/*/seed*/" + RECORD)):
+        rec = read_record(p.parent)
+        if rec is not None:
+            out.append((p.parent, rec))
+    return sorted(out, key=lambda t: (t[1].get("experiment", ""), t[1].get("seed", 0)))

@@ -1,0 +1,448 @@
+"""One ``fit(config)`` for every model and experiment: train, select, evaluate, record.
+
+The middle is pure computation (``train_one_epoch``, ``evaluate`` return dicts); files are
+written only through fracbench.results and fracbench.checkpoint. Runs resume from the last
+finished epoch (``last.pt``) and end with the same record as an uninterrupted run. Under
+``torchrun`` the same code trains with DistributedDataParallel (gloo on CPU, nccl on CUDA);
+rank 0 evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fracbench import results as R
+from fracbench.checkpoint import save_checkpoint
+from fracbench.config import TrainConfig
+from fracbench.data.cache import DecodedCache
+from fracbench.io import atomic_write_bytes
+from fracbench.loader import AUGMENTS, BatchLoader, random_flip
+from fracbench.metrics import binary_metrics, choose_threshold, metrics_with_ci
+from fracbench.progress import console, is_quiet
+from fracbench.protocols import PROTOCOLS, jpg_count
+
+LAST = "last.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device, *, flip_generator: torch.Generator | None = None,
+             amp: bool = False, channels_last: bool = False) -> dict[str, Any]:
+    """Score every image of ``loader``: mean loss, accuracy at argmax, AUROC, and per-image scores.
+
+    ``flip_generator`` applies the tutorial's random flip at test time (the as_published protocol).
+    """
+    model.eval()
+    losses, scores, labels, rows, correct = 0.0, [], [], [], 0
+    for x, y, idx in loader:
+        if flip_generator is not None:
+            x = random_flip(x, flip_generator)
+        x, y = x.to(device, non_blocking=True), y.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp):
+            logits = model(x)
+        logits = logits.float()
+        losses += F.cross_entropy(logits, y, reduction="sum").item()
+        prob = logits.softmax(1)[:, 1]
+        correct += int((logits.argmax(1) == y).sum())
+        scores.append(prob.cpu().numpy())
+        labels.append(y.cpu().numpy())
+        rows.append(idx)
+    n = sum(len(s) for s in scores)
+    score = np.concatenate(scores) if scores else np.zeros(0)
+    label = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    auroc = binary_metrics(label, score)["auroc"] if n else float("nan")
+    return {"loss": losses / max(n, 1), "correct": correct, "n": n, "accuracy": correct / max(n, 1), "auroc": auroc,
+            "scores": score, "labels": label, "rows": np.concatenate(rows) if rows else np.zeros(0, np.int64)}
+
+
+def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                    device: torch.device, *, augment=None, generator: torch.Generator | None = None,
+                    batch_scheduler=None, amp: bool = False, channels_last: bool = False,
+                    on_batch=None) -> dict[str, float]:
+    """One pass over the training rows; returns summed loss, correct count and image count."""
+    model.train()
+    loss_sum, correct, n = 0.0, 0, 0
+    for x, y, _ in loader:
+        if augment is not None:
+            x = augment(x, generator)
+        x, y = x.to(device, non_blocking=True), y.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp):
+            logits = model(x)
+            loss = loss_fn(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if batch_scheduler is not None:
+            batch_scheduler.step()
+        # as the tutorial: loss weighted by batch size, accuracy from argmax
+        loss_sum += loss.item() * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        n += len(y)
+        if on_batch:
+            on_batch()
+    return {"loss_sum": loss_sum, "correct": correct, "n": n}
+
+
+def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, nesterov=True)
+
+
+def _schedulers(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    """(per-epoch scheduler, per-batch scheduler); at most one is not None."""
+    S = torch.optim.lr_scheduler
+    if cfg.schedule == "step":
+        return S.StepLR(opt, step_size=max(1, cfg.epochs // 3), gamma=0.1), None
+    if cfg.schedule == "cosine":
+        return S.CosineAnnealingLR(opt, T_max=cfg.epochs), None
+    if cfg.schedule == "onecycle":
+        return None, S.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * max(1, steps_per_epoch))
+    return None, None
+
+
+def _gen(seed: int, stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + stream)
+
+
+def train_rows(cfg: TrainConfig, cache: DecodedCache) -> np.ndarray:
+    rows = cache.indices("train")
+    if cfg.max_train_images and len(rows) > cfg.max_train_images:
+        # a stratified, seed-independent subsample: the same images for every seed and experiment
+        rng = np.random.default_rng(12345)
+        keep = []
+        for label in (0, 1):
+            lab = rows[cache.labels[rows] == label]
+            k = round(cfg.max_train_images * len(lab) / len(rows))
+            keep.append(np.sort(rng.choice(lab, size=min(k, len(lab)), replace=False)))
+        rows = np.sort(np.concatenate(keep))
+    return rows
+
+
+def fit(cfg: TrainConfig, cache: DecodedCache, out_dir: str | Path, *, experiment: str = "",
+        resume: bool = False, progress: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``cfg.model`` on the cache's train rows under ``cfg.protocol``; write and return the record."""
+    from fracbench.models import count_flops, count_params, create_model
+
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    protocol = PROTOCOLS[cfg.protocol]
+    device = resolve_device(cfg.device)
+    dist = init_distributed(device)
+    if device.type == "cuda" and dist.world_size > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    show = progress and dist.main and not is_quiet()
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, num_classes=2, in_channels=cfg.channels, image_size=cfg.image_size,
+                         weights=cfg.weights, **cfg.model_kwargs)
+    params = count_params(model)
+    flops = count_flops(model, cfg.image_size, cfg.channels)
+    model.to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    g_shuffle, g_aug, g_tta = _gen(cfg.seed, 1), _gen(cfg.seed, 2), _gen(cfg.seed, 3)
+    rows_train = train_rows(cfg, cache)
+    train_loader = BatchLoader(cache, rows_train, cfg.batch_size, cfg.channels, shuffle=True,
+                               generator=g_shuffle, rank=dist.rank, world_size=dist.world_size)
+    eval_bs = max(cfg.batch_size, 64)
+    val_loader = BatchLoader(cache, cache.indices("val"), eval_bs, cfg.channels)
+    test_loader = BatchLoader(cache, cache.indices("test"), eval_bs, cfg.channels)
+    paths = [r.path for r in cache.manifest.rows]
+    train_count = jpg_count([paths[i] for i in rows_train]) if protocol.jpg_denominator else len(rows_train)
+    test_count = jpg_count([paths[i] for i in test_loader.rows]) if protocol.jpg_denominator else len(test_loader.rows)
+
+    weight = None
+    if cfg.class_weights == "balanced":
+        counts = np.bincount(cache.labels[rows_train], minlength=2).astype(np.float64)
+        weight = torch.tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    opt = _optimizer(cfg, model.parameters())
+    epoch_sched, batch_sched = _schedulers(cfg, opt, len(train_loader))
+
+    train_model: nn.Module = model
+    if dist.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+
+    state: dict[str, Any] = {"epoch": -1, "best_value": -math.inf, "best_epoch": -1, "stale": 0, "epochs": [],
+                             "train_seconds": 0.0, "train_images": 0, "best_scores": {}}
+    last_path = ckpt_dir / LAST
+    if resume and last_path.exists():
+        saved = torch.load(last_path, map_location="cpu", weights_only=True)
+        if saved.get("config") != cfg.to_dict() or saved.get("manifest") != cache.manifest.fingerprint:
+            raise ValueError(f"{last_path}: saved for another config or manifest; delete it or run without --resume")
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        for sch, key in ((epoch_sched, "epoch_sched"), (batch_sched, "batch_sched")):
+            if sch is not None:
+                sch.load_state_dict(saved[key])
+        for g, key in ((g_shuffle, "g_shuffle"), (g_aug, "g_aug"), (g_tta, "g_tta")):
+            g.set_state(saved[key])
+        state = saved["state"]
+        if show:
+            console.print(f"resuming {experiment or cfg.model} after epoch {state['epoch']}")
+
+    augment = AUGMENTS[cfg.augment]
+    start_epoch = state["epoch"] + 1
+    progress_ctx = _progress(show)
+    with progress_ctx as bar:
+        ep_task = bar.add_task(f"{experiment or cfg.model} epochs", total=cfg.epochs, completed=start_epoch) if bar else None
+        b_task = bar.add_task("batches", total=len(train_loader)) if bar else None
+        for epoch in range(start_epoch, cfg.epochs):
+            if bar:
+                bar.reset(b_task, total=len(train_loader))
+            t0 = time.perf_counter()
+            tr = train_one_epoch(train_model, train_loader, opt, loss_fn, device, augment=augment, generator=g_aug,
+                                 batch_scheduler=batch_sched, amp=cfg.amp, channels_last=cfg.channels_last,
+                                 on_batch=(lambda: bar.advance(b_task)) if bar else None)
+            if dist.world_size > 1:
+                import torch.distributed as tdist
+
+                t = torch.tensor([tr["loss_sum"], tr["correct"], tr["n"]], dtype=torch.float64)
+                tdist.all_reduce(t)
+                tr = {"loss_sum": t[0].item(), "correct": int(t[1].item()), "n": int(t[2].item())}
+            seconds = time.perf_counter() - t0
+            lr = opt.param_groups[0]["lr"]
+            if epoch_sched is not None:
+                epoch_sched.step()
+            stop = False
+            if dist.main:
+                entry, stop = _end_epoch(cfg, protocol, model, device, epoch, tr, seconds, lr, val_loader,
+                                         test_loader, g_tta, state, train_count, test_count, ckpt_dir, cache)
+                state["epochs"].append(entry)
+                state["epoch"] = epoch
+                state["train_seconds"] += seconds
+                state["train_images"] += tr["n"]
+                _save_last(last_path, cfg, cache, model, opt, epoch_sched, batch_sched, g_shuffle, g_aug, g_tta, state)
+                R.write_epochs(out_dir, state["epochs"])
+            if dist.world_size > 1:
+                import torch.distributed as tdist
+
+                flag = torch.tensor([1 if stop else 0])
+                tdist.broadcast(flag, 0)
+                stop = bool(flag.item())
+            if bar:
+                bar.advance(ep_task)
+                e = state["epochs"][-1] if state["epochs"] else {}
+                bar.update(ep_task, description=f"{experiment or cfg.model} epoch {epoch}: train acc "
+                                                f"{e.get('train_accuracy', 0):.3f} val AUROC {e.get('val_auroc', float('nan')):.3f}")
+            if stop:
+                break
+
+    record = None
+    if dist.main:
+        record = _finish(cfg, protocol, model, device, state, val_loader, test_loader, test_count, cache, out_dir,
+                         ckpt_dir, experiment, params, flops, extra or {})
+    if dist.world_size > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+    return record or {}
+
+
+def _progress(show: bool):
+    if not show:
+        class _Null:
+            def __enter__(self):
+                return None
+
+            def __exit__(self, *a):
+                return False
+        return _Null()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+
+
+def _end_epoch(cfg, protocol, model, device, epoch, tr, seconds, lr, val_loader, test_loader, g_tta, state,
+               train_count, test_count, ckpt_dir, cache):
+    val = evaluate(model, val_loader, device, amp=cfg.amp, channels_last=cfg.channels_last) \
+        if len(val_loader.rows) else None
+    test = None
+    if cfg.log_test_each_epoch or protocol.select_on == "test_accuracy":
+        test = evaluate(model, test_loader, device, flip_generator=g_tta if protocol.test_time_flip else None,
+                        amp=cfg.amp, channels_last=cfg.channels_last)
+    entry: dict[str, Any] = {
+        "epoch": epoch,
+        # the tutorial divides by its .jpg count under as_published; by the image count otherwise
+        "train_loss": tr["loss_sum"] / max(train_count, 1),
+        "train_accuracy": tr["correct"] / max(train_count, 1),
+        "lr": lr,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(tr["n"] / max(seconds, 1e-9), 2),
+    }
+    if val is not None:
+        entry.update(val_loss=val["loss"], val_accuracy=val["accuracy"], val_auroc=val["auroc"])
+    if test is not None:
+        entry.update(test_loss=test["loss"], test_accuracy=test["correct"] / max(test_count, 1),
+                     test_auroc=test["auroc"])
+    if protocol.select_on == "test_accuracy":
+        value = entry["test_accuracy"]
+    else:
+        value = entry.get("val_auroc", float("nan"))
+        if value != value:  # no val split or one class only: fall back to negative val loss
+            value = -entry.get("val_loss", 0.0)
+    improved = value > state["best_value"]  # strict, as the tutorial's `if test_accuracy > best_accuracy`
+    if improved:
+        state["best_value"], state["best_epoch"], state["stale"] = value, epoch, 0
+        save_checkpoint(ckpt_dir / "best", model, model_name=cfg.model, model_kwargs=cfg.model_kwargs,
+                        image_size=cfg.image_size, channels=cfg.channels, threshold=0.5)
+        if protocol.select_on == "test_accuracy":
+            # keep the chosen epoch's own (flipped) test scores: that is what the tutorial reports
+            state["best_scores"] = {"test": test["scores"].tolist(), "test_rows": test["rows"].tolist()}
+    else:
+        state["stale"] += 1
+    stop = bool(cfg.early_stopping) and state["stale"] >= cfg.early_stopping
+    return entry, stop
+
+
+def _save_last(path: Path, cfg, cache, model, opt, epoch_sched, batch_sched, g_shuffle, g_aug, g_tta, state) -> None:
+    payload = {
+        "config": cfg.to_dict(), "manifest": cache.manifest.fingerprint,
+        "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "epoch_sched": epoch_sched.state_dict() if epoch_sched else None,
+        "batch_sched": batch_sched.state_dict() if batch_sched else None,
+        "g_shuffle": g_shuffle.get_state(), "g_aug": g_aug.get_state(), "g_tta": g_tta.get_state(),
+        "state": state,
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _finish(cfg, protocol, model, device, state, val_loader, test_loader, test_count, cache, out_dir, ckpt_dir,
+            experiment, params, flops, extra) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    best_path = ckpt_dir / "best.safetensors"
+    model.load_state_dict(load_file(str(best_path)))
+    model.to(device)
+    ids = [r.id for r in cache.manifest.rows]
+    val = evaluate(model, val_loader, device, amp=cfg.amp, channels_last=cfg.channels_last) \
+        if len(val_loader.rows) else None
+    if protocol.select_on == "test_accuracy":
+        test_scores = np.asarray(state["best_scores"]["test"])
+        test_rows = np.asarray(state["best_scores"]["test_rows"], dtype=np.int64)
+    else:
+        # the one and only use of the test set for the reported numbers
+        t = evaluate(model, test_loader, device, amp=cfg.amp, channels_last=cfg.channels_last)
+        test_scores, test_rows = t["scores"], t["rows"]
+    test_labels = cache.labels[test_rows]
+    if protocol.threshold_from_val and val is not None and len(np.unique(val["labels"])) == 2:
+        threshold = float(choose_threshold(val["labels"], val["scores"], method=cfg.threshold_method))
+        threshold_source = f"validation ({cfg.threshold_method})"
+    else:
+        threshold, threshold_source = 0.5, "argmax of the two logits (0.5)"
+    metrics: dict[str, Any] = {"test": metrics_with_ci(test_labels, test_scores, threshold=threshold,
+                                                       n_boot=cfg.n_boot, seed=cfg.seed)}
+    if val is not None:
+        metrics["val"] = binary_metrics(val["labels"], val["scores"], threshold=threshold)
+    correct = int(((test_scores >= 0.5).astype(int) == test_labels).sum())
+    metrics["test"]["accuracy_as_counted"] = correct / max(test_count, 1)
+    metrics["test"]["accuracy_at_0.5"] = correct / max(len(test_labels), 1)
+
+    preds = []
+    if val is not None:
+        preds += [(ids[i], "val", cache.labels[i], s) for i, s in zip(val["rows"], val["scores"])]
+    preds += [(ids[i], "test", cache.labels[i], s) for i, s in zip(test_rows, test_scores)]
+    R.write_predictions(out_dir, preds)
+
+    env = R.environment(str(device))
+    record = {
+        "experiment": experiment or cfg.model,
+        "model": cfg.model,
+        "protocol": cfg.protocol,
+        "dataset": cache.manifest.dataset,
+        "manifest_sha256": cache.manifest.fingerprint,
+        "seed": cfg.seed,
+        "config": cfg.to_dict(),
+        "status": "complete",
+        "epochs_run": state["epoch"] + 1,
+        "selected_epoch": state["best_epoch"],
+        "selected_on": protocol.select_on,
+        "threshold": threshold,
+        "threshold_source": threshold_source,
+        "metrics": metrics,
+        "counts": {"train": int(len(train_rows(cfg, cache))), "val": int(len(val_loader.rows)),
+                   "test": int(len(test_rows)), "test_denominator": int(test_count)},
+        "params": int(params),
+        "flops_per_image": int(flops),
+        "train_seconds": round(state["train_seconds"], 2),
+        "images_per_second": round(state["train_images"] / max(state["train_seconds"], 1e-9), 2),
+        "code_version": R.code_version(),
+        "created": R.now_iso(),
+        "checkpoint": str(best_path),
+        **env,
+        **extra,
+    }
+    save_checkpoint(ckpt_dir / "best", model, model_name=cfg.model, model_kwargs=cfg.model_kwargs,
+                    image_size=cfg.image_size, channels=cfg.channels, threshold=threshold,
+                    record=str(out_dir / R.RECORD),
+                    extra={"experiment": record["experiment"], "dataset": record["dataset"],
+                           "protocol": cfg.protocol, "test_auroc": metrics["test"].get("auroc"),
+                           "val_auroc": (metrics.get("val") or {}).get("auroc")})
+    R.write_config(out_dir, cfg.to_yaml())
+    R.write_record(out_dir, record)
+    return record
