@@ -125,6 +125,160 @@ def _print_summary(s: dict) -> None:
     console.print(t)
 
 
+# ---------------------------------------------------------------- experiments
+def _configure_list(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'paper_*'")
+
+
+@command("list", "registered experiments (baselines/*.yaml)", _configure_list)
+def _list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from fracbench.experiments import load_all
+
+    reg = load_all()
+    t = Table("experiment", "model", "protocol", "paper table", "seeds", "title")
+    for name in reg.list(args.pattern):
+        e = reg.get(name)
+        t.add_row(name, e.model, e.protocol, e.table or "-", str(len(e.seeds)), e.title)
+    console.print(t)
+    return 0
+
+
+def _configure_models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'resnet*'")
+
+
+@command("models", "registered models", _configure_models)
+def _models(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from fracbench.models import MODELS
+
+    t = Table("model", "input", "Grad-CAM layer", "description")
+    for name in MODELS.list(args.pattern):
+        m = MODELS.get(name)
+        t.add_row(name, f"{m.default_size}px", m.cam_layer, m.description)
+    console.print(t)
+    return 0
+
+
+def _configure_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", help="experiment names or wildcards (see `fracbench list`)")
+    p.add_argument("--all", action="store_true", help="run every registered experiment")
+    p.add_argument("--dataset", help="dataset name (default: FracAtlas if downloaded, else synthetic)")
+    p.add_argument("--data-dir", help="dataset folder")
+    p.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "full"],
+                   help="smoke: CI-sized; cpu: every experiment within an hour on 2 cores; full: the paper's epochs")
+    p.add_argument("--seeds", type=int, help="run seeds 0..N-1 instead of the experiment's own list")
+    p.add_argument("--results", help="results folder (default: results/ of the checkout)")
+    p.add_argument("--device", help="cpu, cuda, ... (default: auto)")
+    p.add_argument("--no-tables", action="store_true", help="do not regenerate tables at the end")
+
+
+@command("run", "reproduce: run experiments x seeds on one manifest (resumable)", _configure_run)
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fracbench.paths import default_results_dir
+    from fracbench.runner import run_experiments, select
+
+    if not args.all and not args.names:
+        console.print("name experiments to run, or use --all (see `fracbench list`)")
+        return 2
+    results = Path(args.results) if args.results else None
+    outcomes = run_experiments(select(args.names, args.all), dataset=args.dataset, data_dir=args.data_dir,
+                               profile=args.profile, n_seeds=args.seeds, results=results, device=args.device,
+                               progress=not args.quiet)
+    done = [o.record for o in outcomes if o.record]
+    if results is None:
+        dataset = done[0]["dataset"] if done else (args.dataset or "synthetic")
+        results = default_results_dir() / dataset
+    if not args.no_tables:
+        try:
+            from fracbench.tables import write_tables
+
+            paths = write_tables(results)
+            console.print(f"tables written to {results / 'tables'} ({len(paths)} files)")
+        except Exception as exc:  # tables are derived; a problem there must not hide the runs' outcome
+            console.print(f"[yellow]tables not written:[/] {exc}")
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def _configure_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="paper_cnn")
+    p.add_argument("--dataset", default="synthetic")
+    p.add_argument("--data-dir")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--protocol", choices=["as_published", "honest"], default="honest")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--augment", choices=["none", "flip", "radiograph"])
+    p.add_argument("--weights", help="local pretrained weights (never downloaded)")
+    p.add_argument("--device")
+    p.add_argument("--resume", action="store_true", help="continue from the last finished epoch")
+    p.add_argument("--results", help="results folder (default: results/ of the checkout)")
+    p.add_argument("--name", help="experiment name for the record (default: train_<model>_<protocol>)")
+
+
+@command("train", "train one model (a single run with a full record)", _configure_train)
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fracbench import results as R
+    from fracbench.config import TrainConfig
+    from fracbench.data import prepare
+    from fracbench.data.cache import build_cache
+    from fracbench.models import MODELS
+    from fracbench.paths import default_results_dir
+    from fracbench.train import fit
+
+    MODELS.get(args.model)  # fail fast, with close matches, before any data work
+    cfg = TrainConfig(model=args.model, protocol=args.protocol, seed=args.seed).replace(
+        epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size, lr=args.lr,
+        augment=args.augment, weights=args.weights, device=args.device)
+    prepared = prepare(args.dataset, args.data_dir, progress=not args.quiet)
+    cache = build_cache(prepared.manifest, cfg.image_size, progress=not args.quiet)
+    name = args.name or f"train_{args.model}_{args.protocol}"
+    results = Path(args.results) if args.results else default_results_dir() / prepared.name
+    out = R.run_dir(results, name, args.seed)
+    rec = fit(cfg, cache, out, experiment=name, resume=args.resume, progress=not args.quiet)
+    m = rec["metrics"]["test"]
+    console.print(f"{name}: test AUROC {m['auroc']:.3f} [{m['auroc_ci95'][0]:.3f}, {m['auroc_ci95'][1]:.3f}], "
+                  f"accuracy {m['accuracy']:.3f} (majority class {m['majority_accuracy']:.3f}); record in {out}")
+    return 0
+
+
+def _configure_tables(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", help="results folder (default: results/ of the checkout)")
+
+
+@command("tables", "write the paper's Tables 1-3, the leaderboard and the claims table from records", _configure_tables)
+def _tables(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fracbench.paths import default_results_dir
+    from fracbench.tables import write_tables
+
+    folders = [Path(args.results)] if args.results else results_folders()
+    if not folders:
+        console.print("no records found: run `fracbench run --all` first")
+        return 2
+    for results in folders:
+        for path in write_tables(results):
+            console.print(str(path))
+    return 0
+
+
+def results_folders() -> list:
+    """Every results/<dataset>/ folder that holds run records."""
+    from fracbench.paths import default_results_dir
+
+    return sorted(p.parent for p in default_results_dir().glob("*/runs") if p.is_dir())
+
+
 # ---------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     from fracbench import __version__
@@ -151,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_quiet(args.quiet)
     try:
         return int(args.handler(args) or 0)
-    except (UnknownNameError, FileNotFoundError, ValueError) as exc:
+    except (UnknownNameError, FileNotFoundError, ValueError, RuntimeError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
     except KeyboardInterrupt:

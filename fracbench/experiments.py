@@ -19,6 +19,7 @@ from fracbench.paths import REPO_ROOT
 from fracbench.registry import Registry
 
 PROFILES = ("smoke", "cpu", "full")
+CLAIMS_FILE = "claims.yaml"  # the paper's numeric claims live beside the experiments
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ def load_all(directory: Path | None = None) -> Registry[Experiment]:
         return EXPERIMENTS
     reg = EXPERIMENTS if directory == baselines_dir() else Registry("experiment")
     for path in sorted(directory.glob("*.yaml")):
+        if path.name == CLAIMS_FILE:
+            continue
         exp = load_experiment(path)
         reg.add(exp.name, exp)
     return reg

@@ -272,8 +272,9 @@ class ConvNet(nn.Module):
         x = self.pool(x)
         x = self.relu2(self.conv2(x))
         x = self.relu3(self.bn3(self.conv3(x)))
-        # The tutorial's view(-1, 32*75*75), generalised to the built image size.
-        x = x.view(-1, self.flat_features)
+        # The tutorial's view(-1, 32*75*75), generalised to the built image size; reshape, not
+        # view, so a channels_last tensor (faster on CPU and GPU) flattens in the same NCHW order.
+        x = x.reshape(-1, self.flat_features)
         return self.fc(x)
 
 

@@ -44,12 +44,27 @@ def git_commit() -> tuple[str, bool]:
         return "unknown", False
 
 
+# the modules whose code changes a training result; the demo, tables or report do not
+TRAINING_SOURCES = ("train.py", "loader.py", "models.py", "metrics.py", "protocols.py", "config.py",
+                    "checkpoint.py", "data/*.py")
+
+
 def code_version() -> str:
-    """fracbench's version plus the code's commit: what decides whether a record is still current."""
+    """fracbench's version plus a hash of its source: what decides whether a record is still current.
+
+    A content hash rather than the git commit, so committing results does not make them stale;
+    the commit is recorded beside it.
+    """
+    import hashlib
+
     from fracbench import __version__
 
-    commit, dirty = git_commit()
-    return f"{__version__}+{commit[:12]}{'.dirty' if dirty else ''}"
+    h = hashlib.sha256()
+    pkg = Path(__file__).resolve().parent
+    for path in sorted(p for pattern in TRAINING_SOURCES for p in pkg.glob(pattern)):
+        h.update(path.relative_to(pkg).as_posix().encode())
+        h.update(path.read_bytes())
+    return f"{__version__}+src.{h.hexdigest()[:12]}"
 
 
 def environment(device: str = "cpu") -> dict[str, Any]:

@@ -24,6 +24,8 @@ def open_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> D
     if name == "synthetic":
         from fracbench.data.synthetic import Synthetic
 
+        if data_dir and Synthetic.looks_like(Path(data_dir)):
+            return Synthetic(data_dir)  # an already generated set, whatever its spec
         return Synthetic.ensure(root=Path(data_dir) if data_dir else None)
     root = Path(data_dir) if data_dir else data_home() / name
     if not root.exists():

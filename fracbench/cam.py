@@ -1,0 +1,147 @@
+"""Grad-CAM heatmaps (pytorch-grad-cam) on each model's registered target layer, and the pointing game.
+
+The target is the "fractured" logit (``ClassifierOutputTarget(1)``) whatever the model predicts,
+so the map always answers "what in this image raises the fracture score". pytorch-grad-cam
+min-max scales each map to [0, 1]; a map with no positive evidence comes back all zeros.
+
+The pointing game (Zhang et al., 2016) scores localisation with no threshold to tune: a fractured
+image is a hit when the heatmap's maximum lies inside one of its true fracture boxes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from fracbench.checkpoint import Checkpoint
+from fracbench.predict import as_gray_uint8, preprocess
+
+# pytorch-grad-cam registers hooks on the model for the duration of a call: one call at a time
+# per process keeps concurrent demo requests from seeing each other's activations.
+_LOCK = threading.Lock()
+
+Box = tuple[float, float, float, float]  # x, y, width, height in image pixels
+
+
+def cam_batch(checkpoint: Checkpoint, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM of a preprocessed batch: ``(B, S, S)`` maps in [0, 1] at model resolution, and P(fracture)."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from fracbench.models import get_cam_layer
+
+    model = checkpoint.model
+    layer = get_cam_layer(model, checkpoint.meta["model"])
+    with _LOCK, torch.enable_grad():
+        cam = GradCAM(model=model, target_layers=[layer])
+        try:
+            maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(1)] * x.shape[0])
+            probs = cam.outputs.detach().float().softmax(1)[:, 1].cpu().numpy()
+        finally:
+            cam.activations_and_grads.release()
+            model.zero_grad(set_to_none=True)
+    maps = np.nan_to_num(np.asarray(maps, dtype=np.float32), nan=0.0)
+    return np.clip(maps, 0.0, 1.0), probs
+
+
+def resize_map(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a float map to ``shape`` = (H, W), kept in [0, 1]."""
+    from PIL import Image
+
+    h, w = int(shape[0]), int(shape[1])
+    if heatmap.shape == (h, w):
+        return heatmap.astype(np.float32, copy=False)
+    im = Image.fromarray(np.ascontiguousarray(heatmap, dtype=np.float32))  # mode F
+    out = np.asarray(im.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
+    return np.clip(out, 0.0, 1.0)
+
+
+def gradcam(checkpoint: Checkpoint, pixels: np.ndarray,
+            out_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
+    """Heatmap (H x W float32 in [0, 1], at the image's resolution unless ``out_shape``) and P(fracture)."""
+    gray = as_gray_uint8(pixels)
+    x = preprocess(gray, checkpoint.image_size, checkpoint.channels)
+    maps, probs = cam_batch(checkpoint, x)
+    return resize_map(maps[0], out_shape or gray.shape), float(probs[0])
+
+
+def colorize(heatmap: np.ndarray) -> np.ndarray:
+    """Map [0, 1] to RGB uint8 with matplotlib's jet colormap."""
+    import matplotlib
+
+    lut = (matplotlib.colormaps["jet"](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0 + 0.5).astype(np.uint8)
+    idx = np.clip(np.rint(np.asarray(heatmap, dtype=np.float32) * 255.0), 0, 255).astype(np.intp)
+    return lut[idx]
+
+
+def overlay(pixels: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4) -> np.ndarray:
+    """Blend the coloured heatmap over the image: (H, W, 3) uint8 at the image's resolution."""
+    arr = np.asarray(pixels)
+    if arr.ndim == 2:
+        base = np.repeat(as_gray_uint8(arr)[:, :, None], 3, axis=2)
+    else:
+        base = np.repeat(as_gray_uint8(arr)[:, :, None], 3, axis=2) if arr.shape[2] == 4 else arr[:, :, :3]
+    heat = resize_map(np.asarray(heatmap, dtype=np.float32), base.shape[:2])
+    a = float(np.clip(opacity, 0.0, 1.0))
+    out = base.astype(np.float32) * (1.0 - a) + colorize(heat).astype(np.float32) * a
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _case(item: Any) -> tuple[np.ndarray, Sequence[Box]]:
+    if hasattr(item, "pixels") and hasattr(item, "boxes"):  # a SyntheticCase
+        return item.pixels, item.boxes
+    pixels, boxes = item
+    return pixels, boxes
+
+
+def peak_in_boxes(heatmap: np.ndarray, image_shape: tuple[int, int], boxes: Sequence[Box]) -> bool:
+    """Whether the heatmap's maximum lies in a box given in image pixels (boxes scaled to the map)."""
+    mh, mw = heatmap.shape
+    i, j = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    py, px = i + 0.5, j + 0.5  # centre of the peak cell, in heatmap coordinates
+    sy, sx = mh / image_shape[0], mw / image_shape[1]
+    for x, y, w, h in boxes:
+        if x * sx <= px <= (x + w) * sx and y * sy <= py <= (y + h) * sy:
+            return True
+    return False
+
+
+def pointing_game(checkpoint: Checkpoint, images_with_boxes: Iterable[Any],
+                  batch_size: int = 32) -> dict[str, Any]:
+    """Share of fractured images whose heatmap peak falls inside a true box.
+
+    ``images_with_boxes`` yields ``(pixels, boxes)`` pairs (boxes ``(x, y, w, h)`` in that image's
+    pixels) or objects with ``.pixels`` and ``.boxes`` (synthetic cases). Images without boxes are
+    not fractured and are skipped. ``empty`` counts maps with no positive evidence (all zero),
+    which count as misses. ``rate`` is nan when no image had boxes.
+    """
+    hits = n = empty = 0
+    pending: list[tuple[torch.Tensor, tuple[int, int], Sequence[Box]]] = []
+
+    def flush() -> None:
+        nonlocal hits, n, empty
+        if not pending:
+            return
+        maps, _ = cam_batch(checkpoint, torch.cat([t for t, _, _ in pending]))
+        for m, (_, shape, boxes) in zip(maps, pending):
+            n += 1
+            if not m.any():
+                empty += 1
+            elif peak_in_boxes(m, shape, boxes):
+                hits += 1
+        pending.clear()
+
+    for item in images_with_boxes:
+        pixels, boxes = _case(item)
+        if not boxes:
+            continue
+        gray = as_gray_uint8(pixels)
+        pending.append((preprocess(gray, checkpoint.image_size, checkpoint.channels), gray.shape, list(boxes)))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return {"hits": hits, "n": n, "rate": hits / n if n else float("nan"), "empty": empty}

@@ -1,0 +1,147 @@
+"""fit(): determinism, resume after a kill, both protocols, records and checkpoints, DDP under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fracbench import results as R
+from fracbench.checkpoint import load_checkpoint
+from fracbench.config import TrainConfig
+from fracbench.data import prepare
+from fracbench.data.cache import build_cache
+from fracbench.data.synthetic import SyntheticSpec, generate
+from fracbench import train as T
+
+VOLATILE = {"seconds", "images_per_second"}
+
+
+@pytest.fixture(scope="module")
+def small_cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn")
+    os.environ.setdefault("FRACBENCH_CACHE", str(root / "cache"))
+    generate(SyntheticSpec(count=160, size=64, seed=3), root / "data")
+    p = prepare("synthetic", root / "data", progress=False)
+    return build_cache(p.manifest, 48, progress=False)
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(model="tiny_cnn", image_size=48, epochs=3, batch_size=16, n_boot=50, protocol="honest")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _stable(epochs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in e.items() if k not in VOLATILE} for e in epochs]
+
+
+def test_same_seed_same_result(small_cache, tmp_path):
+    a = T.fit(_cfg(), small_cache, tmp_path / "a", progress=False)
+    b = T.fit(_cfg(), small_cache, tmp_path / "b", progress=False)
+    assert a["metrics"] == b["metrics"]
+    assert _stable(R.read_epochs(tmp_path / "a")) == _stable(R.read_epochs(tmp_path / "b"))
+    assert (tmp_path / "a" / "predictions.csv").read_bytes() == (tmp_path / "b" / "predictions.csv").read_bytes()
+
+
+def test_record_files_and_checkpoint(small_cache, tmp_path):
+    rec = T.fit(_cfg(protocol="as_published"), small_cache, tmp_path, experiment="x", progress=False)
+    for name in (R.RECORD, R.EPOCHS, R.PREDICTIONS, R.CONFIG):
+        assert (tmp_path / name).exists(), name
+    assert rec["schema_version"] == R.SCHEMA_VERSION if "schema_version" in rec else True
+    saved = json.loads((tmp_path / R.RECORD).read_text())
+    assert saved["schema_version"] == R.SCHEMA_VERSION
+    for key in ("experiment", "model", "dataset", "manifest_sha256", "protocol", "config", "metrics", "threshold",
+                "params", "flops_per_image", "train_seconds", "images_per_second", "git_commit", "torch",
+                "device_name", "created"):
+        assert key in saved, key
+    test = saved["metrics"]["test"]
+    assert 0 <= test["auroc"] <= 1 and len(test["auroc_ci95"]) == 2
+    assert saved["selected_on"] == "test_accuracy" and saved["threshold"] == 0.5
+    epochs = R.read_epochs(tmp_path)
+    assert [e["epoch"] for e in epochs] == [0, 1, 2]
+    assert {"train_loss", "train_accuracy", "val_auroc", "test_accuracy", "lr"} <= set(epochs[0])
+    ck = load_checkpoint(tmp_path / "checkpoints" / "best.safetensors")
+    assert ck.image_size == 48 and ck.meta["model"] == "tiny_cnn" and ck.meta["record"]
+
+
+def test_honest_selects_on_validation(small_cache, tmp_path):
+    rec = T.fit(_cfg(), small_cache, tmp_path, progress=False)
+    assert rec["selected_on"] == "val_auroc"
+    assert rec["threshold_source"].startswith("validation")
+    epochs = R.read_epochs(tmp_path)
+    best = max(range(len(epochs)), key=lambda i: (epochs[i]["val_auroc"], -i))
+    assert rec["selected_epoch"] == epochs[best]["epoch"]
+
+
+def test_resume_after_kill_matches_uninterrupted(small_cache, tmp_path, monkeypatch):
+    full = T.fit(_cfg(epochs=4), small_cache, tmp_path / "full", progress=False)
+
+    real_save = T._save_last
+    calls = {"n": 0}
+
+    def dying_save(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # killed right after epoch 1 was saved
+
+    monkeypatch.setattr(T, "_save_last", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(_cfg(epochs=4), small_cache, tmp_path / "cut", progress=False)
+    assert not (tmp_path / "cut" / R.RECORD).exists()
+    monkeypatch.setattr(T, "_save_last", real_save)
+    resumed = T.fit(_cfg(epochs=4), small_cache, tmp_path / "cut", resume=True, progress=False)
+    assert resumed["metrics"] == full["metrics"]
+    assert resumed["selected_epoch"] == full["selected_epoch"]
+    assert _stable(R.read_epochs(tmp_path / "cut")) == _stable(R.read_epochs(tmp_path / "full"))
+
+
+def test_resume_refuses_other_config(small_cache, tmp_path):
+    T.fit(_cfg(epochs=1), small_cache, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="another config"):
+        T.fit(_cfg(epochs=1, lr=0.01), small_cache, tmp_path, resume=True, progress=False)
+
+
+def test_max_train_images_is_stratified_and_fixed(small_cache):
+    rows_a = T.train_rows(_cfg(max_train_images=40), small_cache)
+    rows_b = T.train_rows(_cfg(max_train_images=40, seed=5), small_cache)
+    assert len(rows_a) == 40 and (rows_a == rows_b).all()
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(small_cache, tmp_path):
+    """torchrun, 2 processes, gloo: trains, and rank 0 alone writes one sane record."""
+    script = tmp_path / "ddp_main.py"
+    script.write_text(
+        "import sys\n"
+        "from fracbench.data.manifest import Manifest\n"
+        "from fracbench.data.cache import build_cache\n"
+        "from fracbench.config import TrainConfig\n"
+        "from fracbench.train import fit\n"
+        "m = Manifest.read(sys.argv[1], 'synthetic', sys.argv[2])\n"
+        "c = build_cache(m, 48, progress=False)\n"
+        "fit(TrainConfig(model='tiny_cnn', image_size=48, epochs=2, batch_size=16, n_boot=20, device='cpu'),"
+        " c, sys.argv[3], experiment='ddp', progress=False)\n"
+    )
+    manifest = tmp_path / "m.csv"
+    small_cache.manifest.write(manifest)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+         str(manifest), str(small_cache.manifest.root), str(out)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = json.loads((out / R.RECORD).read_text())
+    assert rec["status"] == "complete" and rec["epochs_run"] == 2
+    assert 0 <= rec["metrics"]["test"]["auroc"] <= 1
+    # each epoch's training images were counted across both ranks, once
+    epochs = R.read_epochs(out)
+    assert len(epochs) == 2
+    assert len(list(out.glob("record*.json"))) == 1
