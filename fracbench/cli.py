@@ -259,7 +259,6 @@ def _configure_tables(p: argparse.ArgumentParser) -> None:
 def _tables(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fracbench.paths import default_results_dir
     from fracbench.tables import write_tables
 
     folders = [Path(args.results)] if args.results else results_folders()

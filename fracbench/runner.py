@@ -175,7 +175,7 @@ def print_summary(outcomes: Sequence[Outcome]) -> None:
     for o in outcomes:
         m = (o.record or {}).get("metrics", {}).get("test", {})
 
-        def f(k: str) -> str:
+        def f(k: str, m: dict = m) -> str:
             v = m.get(k)
             return "—" if v is None or v != v else f"{v:.3f}"
 

@@ -6,17 +6,16 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from fracbench import results as R
+from fracbench import train as T
 from fracbench.checkpoint import load_checkpoint
 from fracbench.config import TrainConfig
 from fracbench.data import prepare
 from fracbench.data.cache import build_cache
 from fracbench.data.synthetic import SyntheticSpec, generate
-from fracbench import train as T
 
 VOLATILE = {"seconds", "images_per_second"}
 
