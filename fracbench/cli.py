@@ -278,6 +278,122 @@ def results_folders() -> list:
     return sorted(p.parent for p in default_results_dir().glob("*/runs") if p.is_dir())
 
 
+# ---------------------------------------------------------------- predict and demo
+def _configure_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively for "
+                   ".png .jpg .jpeg .bmp .tif .dcm)")
+    p.add_argument("--checkpoint", help="checkpoint .safetensors (default: the best under --results by validation AUROC)")
+    p.add_argument("--results", help="where to look for checkpoints (default: results/ of the checkout)")
+    p.add_argument("--csv", help="also write file, p_fracture, decision (and error) to this CSV")
+    p.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG for each image into DIR")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="accept a .pt/.pth checkpoint (read with weights_only=True); only for files you trust")
+
+
+@command("predict", "P(fracture) of image files or folders with a trained checkpoint", _configure_predict)
+def _predict(args: argparse.Namespace) -> int:
+    import csv
+    import io
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from fracbench.checkpoint import load_checkpoint
+    from fracbench.io import atomic_write_text
+    from fracbench.paths import default_results_dir
+    from fracbench.predict import best_checkpoint, predict_paths
+
+    path = args.checkpoint
+    if path is None:
+        results = Path(args.results) if args.results else default_results_dir()
+        path = best_checkpoint(results)
+        if path is None:
+            console.print(f"[red]error:[/] no checkpoint under {results}; train one (`fracbench train`) "
+                          "or pass --checkpoint")
+            return 2
+    ck = load_checkpoint(path, allow_pickle=args.allow_pickle)
+    rows, failures = predict_paths(ck, args.paths, batch_size=args.batch_size)
+    t = Table("file", "P(fracture)", "decision",
+              title=f"{ck.meta.get('model')} from {ck.path} (threshold {ck.threshold:.3f})")
+    for r in rows:
+        style = "bold red" if r["decision"] == "fractured" else ""
+        t.add_row(r["file"], f"{r['p_fracture']:.3f}", f"[{style}]{r['decision']}[/]" if style else r["decision"])
+    Console().print(t)
+    if failures:
+        f = Table("file", "reason", title=f"{len(failures)} not predicted")
+        for x in failures:
+            f.add_row(x["file"], x["reason"])
+        console.print(f)
+    console.print("Research software, not a medical device: do not use for diagnosis.")
+    if args.csv:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["file", "p_fracture", "decision", "error"])
+        for r in rows:
+            w.writerow([r["file"], f"{r['p_fracture']:.6f}", r["decision"], ""])
+        for x in failures:
+            w.writerow([x["file"], "", "", x["reason"]])
+        atomic_write_text(args.csv, buf.getvalue())
+        console.print(f"wrote {args.csv}")
+    if args.cam and rows:
+        _write_cams(ck, rows, Path(args.cam))
+    return 0 if rows else 1
+
+
+def _write_cams(ck, rows: list[dict], out) -> None:
+    import io
+    from pathlib import Path
+
+    from PIL import Image
+
+    from fracbench.cam import gradcam, overlay
+    from fracbench.data.decode import DecodeError, decode_image
+    from fracbench.io import atomic_write_bytes
+
+    used: set[str] = set()
+    for r in rows:
+        src = Path(r["file"])
+        name = f"{src.stem}_cam.png"
+        k = 1
+        while name in used:
+            k += 1
+            name = f"{src.stem}_{k}_cam.png"
+        used.add(name)
+        try:
+            px = decode_image(src).pixels
+        except DecodeError as exc:  # changed since it was predicted
+            console.print(f"[yellow]no Grad-CAM for {src}:[/] {exc.reason}")
+            continue
+        heat, _ = gradcam(ck, px)
+        buf = io.BytesIO()
+        Image.fromarray(overlay(px, heat)).save(buf, format="PNG")
+        atomic_write_bytes(out / name, buf.getvalue())
+    console.print(f"Grad-CAM overlays in {out}")
+
+
+def _configure_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", help="default model (default: the best under --results; if none, a tiny model "
+                   "is trained on synthetic data first)")
+    p.add_argument("--results", help="where to look for checkpoints (default: results/ of the checkout)")
+    p.add_argument("--share", action="store_true", help="try to create a public gradio.live link (needs network)")
+    p.add_argument("--auth", metavar="USER:PASS", help="require this login")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for the local network)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--allow-pickle", action="store_true", help="accept .pt/.pth checkpoints you trust")
+
+
+@command("demo", "web demo: upload an X-ray, see P(fracture), the decision and Grad-CAM", _configure_demo)
+def _demo(args: argparse.Namespace) -> int:
+    from fracbench.demo import launch
+
+    launch(args.checkpoint, share=args.share, auth=args.auth, host=args.host, port=args.port,
+           results=args.results, allow_pickle=args.allow_pickle, progress=not args.quiet,
+           echo=lambda line: console.print(line, markup=False, highlight=False))
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     from fracbench import __version__

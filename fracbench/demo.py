@@ -160,12 +160,14 @@ def _resize_gray(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def checkpoint_label(path: Path, meta: dict[str, Any], auroc: float = float("nan")) -> str:
-    parts = []
+    in_run = path.parent.name == "checkpoints" and path.parent.parent.name.startswith("seed")
+    seed = path.parent.parent.name if in_run else ""
     if meta.get("experiment"):
-        seed = path.parent.parent.name if path.parent.name == "checkpoints" else ""
-        parts.append(f"{meta['experiment']} {seed}".strip())
+        parts = [f"{meta['experiment']} {seed}".strip()]
+    elif in_run:  # results/runs/<experiment>/seed<k>/checkpoints/best.safetensors
+        parts = [f"{path.parent.parent.parent.name} {seed}"]
     else:
-        parts.append(str(path))
+        parts = [f"{path.parent.name}/{path.name}"]
     parts.append(str(meta.get("model", "?")))
     if not math.isnan(auroc):
         parts.append(f"val AUROC {auroc:.3f}")
@@ -365,12 +367,14 @@ def build_demo(checkpoints: Sequence[str | os.PathLike[str]], default: str | os.
                                 example_labels=[c for _, c in examples],
                                 label="Synthetic examples (rendered at start-up; no patient data)")
             with gr.Column():
-                label_out = gr.Label(num_top_classes=2, label="P(fracture)", elem_id="p-fracture")
+                # no heading: it would name the argmax class, which differs from the decision at a threshold != 0.5
+                label_out = gr.Label(num_top_classes=2, label="P(fracture)", show_heading=False, elem_id="p-fracture")
                 decision_out = gr.Textbox(label="Decision at the model's threshold", interactive=False,
                                           elem_id="decision")
                 cam_out = gr.Image(label="Grad-CAM: regions that raise the fracture score", type="numpy",
-                                   format="png", interactive=False, elem_id="gradcam")
-                status_out = gr.Markdown(elem_id="status")
+                                   format="png", interactive=False, buttons=["download", "fullscreen"],
+                                   elem_id="gradcam")
+                status_out = gr.Markdown(label="status", elem_id="status")
         panel_out = gr.Markdown(app.panel(app.default), elem_id="model-panel")
         state = gr.State(None)
         outputs = [label_out, decision_out, cam_out, status_out, state]

@@ -145,7 +145,9 @@ def _run_one(exp, seed, profile, device, results, manifest, code, caches, progre
     try:
         if cfg.image_size not in caches:
             caches[cfg.image_size] = build_cache(manifest, cfg.image_size, progress=progress)
-        resume = (out / "checkpoints" / "last.pt").exists()
+        from fracbench.train import resumable
+
+        resume = resumable(out, cfg, manifest.fingerprint)
         say(f"[bold]{exp.name}[/] seed {seed} ({profile} profile){' — resuming' if resume else ''}")
         record = fit(cfg, caches[cfg.image_size], out, experiment=exp.name, resume=resume, progress=progress,
                      extra={"profile": profile, "table": exp.table, "title": exp.title,

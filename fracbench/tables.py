@@ -186,6 +186,21 @@ def _by_experiment(runs: Iterable[Run]) -> dict[str, list[Run]]:
     return out
 
 
+def _complete(runs: Iterable[Run]) -> tuple[list[Run], list[Run]]:
+    """(finished runs, runs that failed): a failed run's record has no metrics and no manifest."""
+    done, failed = [], []
+    for r in runs:
+        (done if r.record.get("status", "complete") == "complete" else failed).append(r)
+    return done, failed
+
+
+def _failed_notes(failed: Sequence[Run], names: Iterable[str] | None = None) -> list[str]:
+    keep = None if names is None else set(names)
+    return [f"{r.experiment} seed {r.seed} {r.record.get('status')}: "
+            f"{str(r.record.get('error', ''))[:120]} (not shown; rerun it)."
+            for r in failed if keep is None or r.experiment in keep]
+
+
 def check_manifests(runs: Sequence[Run], table: str) -> None:
     """Refuse runs made on more than one manifest, naming each manifest and its runs."""
     groups: dict[str, list[str]] = {}
@@ -423,6 +438,7 @@ def _used_runs(by_exp: Mapping[str, list[Run]], exps: Iterable[Experiment]) -> l
 
 def table1(runs: Sequence[Run], experiments: Any) -> Table:
     """The paper's Table 1 (train loss, train and test accuracy per epoch) beside fracbench's reruns."""
+    runs, failed = _complete(runs)
     exps = _experiments(experiments)
     t1 = _table_experiments(exps, "table1")
     by_exp = _by_experiment(runs)
@@ -478,6 +494,7 @@ def table1(runs: Sequence[Run], experiments: Any) -> Table:
                          f"(chosen on {_selected_on(by_exp[e.name])}).")
     notes += [_provenance(e, by_exp.get(e.name, [])) for e in t1]
     notes += _jpg_warnings(used)
+    notes += _failed_notes(failed, [e.name for e in t1])
     return Table("table1", "Table 1: training and test statistics per epoch, paper vs fracbench", columns, rows,
                  notes)
 
@@ -493,6 +510,7 @@ def _selected_on(runs: Sequence[Run]) -> str:
 
 def table2(runs: Sequence[Run], experiments: Any) -> Table:
     """The paper CNN's training statistics (epochs 18..49) beside the [14] stand-in's (epochs 1..11)."""
+    runs, failed = _complete(runs)
     exps = _experiments(experiments)
     paper_exp = next((e for e in _table_experiments(exps, "table1") if e.protocol == "as_published"), None)
     stand_ins = _table_experiments(exps, "table2")
@@ -541,6 +559,7 @@ def table2(runs: Sequence[Run], experiments: Any) -> Table:
              "fracbench columns: mean ± sd over the seeds present; " + DASH + ": epoch not run."]
     notes += [_provenance(e, by_exp.get(e.name, [])) for e in used]
     notes += _jpg_warnings(_used_runs(by_exp, used))
+    notes += _failed_notes(failed, [e.name for e in used])
     return Table("table2", "Table 2: training statistics of the paper's CNN and of [14] (stand-in)", columns, rows,
                  notes)
 
@@ -552,6 +571,7 @@ def table2(runs: Sequence[Run], experiments: Any) -> Table:
 
 def table3(runs: Sequence[Run], experiments: Any) -> Table:
     """Each [15] configuration row beside the stand-in's runs: per seed, then mean ± sd."""
+    runs, failed = _complete(runs)
     exps = _experiments(experiments)
     t3 = sorted(_table_experiments(exps, "table3"),
                 key=lambda e: (int(e.config.get("epochs", 0)), int(e.config.get("batch_size", 0)), e.name))
@@ -606,6 +626,7 @@ def table3(runs: Sequence[Run], experiments: Any) -> Table:
              "Balanced accuracy and majority-class accuracy (always answering the commoner class) stand beside "
              "accuracy so that an accuracy near the majority-class rate reads as what it is."]
     notes += [_provenance(e, by_exp.get(e.name, [])) for e in t3]
+    notes += _failed_notes(failed, [e.name for e in t3])
     return Table("table3", "Table 3: [15]'s configurations (paper) vs the [15] stand-in (fracbench)", columns, rows,
                  notes)
 
@@ -628,6 +649,7 @@ def _flops(v: float) -> str:
 
 def leaderboard(runs: Sequence[Run], experiments: Any) -> Table:
     """Every experiment's test metrics with 95% CIs, cost and provenance (one row per experiment)."""
+    runs, failed = _complete(runs)
     exps = _experiments(experiments)
     by_exp = _by_experiment(runs)
     shared = [e for e in exps.values() if e.dataset is None]
@@ -639,8 +661,9 @@ def leaderboard(runs: Sequence[Run], experiments: Any) -> Table:
     for e in sorted(exps.values(), key=_exp_order):
         rs = by_exp.get(e.name, [])
         if not rs:
+            state = "failed" if any(r.experiment == e.name for r in failed) else "not run"
             rows.append([e.name, e.model, e.protocol, e.dataset or DASH, DASH, "none",
-                         *["not run" for _ in _LEADER_METRICS], "not run", DASH, DASH, DASH, DASH, DASH])
+                         *[state for _ in _LEADER_METRICS], state, DASH, DASH, DASH, DASH, DASH])
             continue
         params = sorted({int(r.record.get("params", 0)) for r in rs})
         flops = sorted({float(r.record.get("flops_per_image", 0)) for r in rs})
@@ -667,6 +690,7 @@ def leaderboard(runs: Sequence[Run], experiments: Any) -> Table:
         notes.append(f"Records of experiments without a YAML in baselines/ are not shown: {', '.join(unknown)}.")
     if any(e.dataset is not None for e in exps.values()):
         notes.append("Experiments with a fixed dataset of their own are not held to the shared manifest.")
+    notes += _failed_notes(failed)
     return Table("leaderboard", "Leaderboard: every experiment on the test split (fracbench)", columns, rows, notes)
 
 
@@ -750,6 +774,7 @@ def _reproduce(claim: Claim, runs: Sequence[Run], exp: Experiment | None) -> _Re
 
 def claims_table(runs: Sequence[Run], experiments: Any, claims: Sequence[Claim | Mapping[str, Any]]) -> Table:
     """Each claim of the paper beside fracbench's number and a verdict."""
+    runs, failed = _complete(runs)
     exps = _experiments(experiments)
     by_exp = _by_experiment(runs)
     claims = [c if isinstance(c, Claim) else Claim(**c) for c in claims]
@@ -804,6 +829,7 @@ def claims_table(runs: Sequence[Run], experiments: Any, claims: Sequence[Claim |
              "Accuracy of an as-published run is counted as the tutorial counts it (correct / number of .jpg test "
              "files). Notes on the paper's inconsistencies are in baselines/claims.yaml."]
     notes += _jpg_warnings(_used_runs(by_exp, [exps[n] for n in wanted if n in exps]))
+    notes += _failed_notes(failed, wanted)
     return Table("claims", "Claims: every number in the paper, checked against fracbench", columns, rows, notes)
 
 

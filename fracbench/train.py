@@ -174,6 +174,25 @@ def train_rows(cfg: TrainConfig, cache: DecodedCache) -> np.ndarray:
     return rows
 
 
+def _denominators(protocol, paths: list[str], rows_train: np.ndarray, rows_test: np.ndarray) -> tuple[int, int, str]:
+    """Accuracy denominators: the tutorial's .jpg count under as_published, the image count otherwise.
+
+    With no .jpg file at all the tutorial divides by zero and stops; fracbench counts every image
+    instead and says so in the record.
+    """
+    if not protocol.jpg_denominator:
+        return len(rows_train), len(rows_test), "image count"
+    train_jpg = jpg_count([paths[i] for i in rows_train])
+    test_jpg = jpg_count([paths[i] for i in rows_test])
+    if train_jpg == 0 or test_jpg == 0:
+        return len(rows_train), len(rows_test), ("no .jpg files: the tutorial's glob would count 0 and divide by "
+                                                 "zero; every image counted instead")
+    note = ".jpg files only (the tutorial's glob)"
+    if train_jpg != len(rows_train) or test_jpg != len(rows_test):
+        note += f": {len(rows_test) - test_jpg} test images of other types scored but not counted"
+    return train_jpg, test_jpg, note
+
+
 def fit(cfg: TrainConfig, cache: DecodedCache, out_dir: str | Path, *, experiment: str = "",
         resume: bool = False, progress: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``cfg.model`` on the cache's train rows under ``cfg.protocol``; write and return the record."""
@@ -206,8 +225,7 @@ def fit(cfg: TrainConfig, cache: DecodedCache, out_dir: str | Path, *, experimen
     val_loader = BatchLoader(cache, cache.indices("val"), eval_bs, cfg.channels)
     test_loader = BatchLoader(cache, cache.indices("test"), eval_bs, cfg.channels)
     paths = [r.path for r in cache.manifest.rows]
-    train_count = jpg_count([paths[i] for i in rows_train]) if protocol.jpg_denominator else len(rows_train)
-    test_count = jpg_count([paths[i] for i in test_loader.rows]) if protocol.jpg_denominator else len(test_loader.rows)
+    train_count, test_count, denominator_note = _denominators(protocol, paths, rows_train, test_loader.rows)
 
     weight = None
     if cfg.class_weights == "balanced":
@@ -293,12 +311,25 @@ def fit(cfg: TrainConfig, cache: DecodedCache, out_dir: str | Path, *, experimen
     record = None
     if dist.main:
         record = _finish(cfg, protocol, model, device, state, val_loader, test_loader, test_count, cache, out_dir,
-                         ckpt_dir, experiment, params, flops, extra or {})
+                         ckpt_dir, experiment, params, flops, {"accuracy_denominator": denominator_note,
+                                                               **(extra or {})})
     if dist.world_size > 1:
         import torch.distributed as tdist
 
         tdist.barrier()
     return record or {}
+
+
+def resumable(out_dir: str | Path, cfg: TrainConfig, manifest_fingerprint: str) -> bool:
+    """True when ``out_dir`` holds an interrupted run of exactly this config and manifest."""
+    path = Path(out_dir) / "checkpoints" / LAST
+    if not path.exists():
+        return False
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a damaged resume file: start again rather than fail
+        return False
+    return saved.get("config") == cfg.to_dict() and saved.get("manifest") == manifest_fingerprint
 
 
 def _progress(show: bool):
@@ -427,6 +458,7 @@ def _finish(cfg, protocol, model, device, state, val_loader, test_loader, test_c
         "metrics": metrics,
         "counts": {"train": int(len(train_rows(cfg, cache))), "val": int(len(val_loader.rows)),
                    "test": int(len(test_rows)), "test_denominator": int(test_count)},
+
         "params": int(params),
         "flops_per_image": int(flops),
         "train_seconds": round(state["train_seconds"], 2),
@@ -445,4 +477,6 @@ def _finish(cfg, protocol, model, device, state, val_loader, test_loader, test_c
                            "val_auroc": (metrics.get("val") or {}).get("auroc")})
     R.write_config(out_dir, cfg.to_yaml())
     R.write_record(out_dir, record)
+    # the run is complete: the resume state is no longer needed (best.safetensors stays)
+    (ckpt_dir / LAST).unlink(missing_ok=True)
     return record

@@ -128,6 +128,17 @@ def test_tables_refuse_mixed_manifests(results: Path) -> None:
     assert isinstance(info.value, ValueError)
 
 
+def test_failed_runs_are_listed_not_tabulated(results: Path) -> None:
+    d = R.run_dir(results, "ref_resnet18", 0)
+    R.write_record(d, {"experiment": "ref_resnet18", "model": "resnet18", "protocol": "honest", "seed": 0,
+                       "profile": "smoke", "status": "failed", "error": "RuntimeError: out of memory"})
+    runs = load_runs(results)
+    lb = leaderboard(runs, EXPERIMENTS)  # a failed record has no manifest: not a mixed-manifest error
+    assert _row(lb, "ref_resnet18")["fracbench AUROC"] == "failed"
+    assert any("ref_resnet18 seed 0 failed: RuntimeError: out of memory" in f for f in lb.footnotes)
+    assert not any("ref_resnet18" in f for f in table1(runs, EXPERIMENTS).footnotes)
+
+
 def test_write_tables_is_deterministic(results: Path, tmp_path: Path) -> None:
     first = write_tables(results, tmp_path / "one")
     again = write_tables(results, tmp_path / "one")  # regenerate in place

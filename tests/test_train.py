@@ -100,10 +100,23 @@ def test_resume_after_kill_matches_uninterrupted(small_cache, tmp_path, monkeypa
     assert _stable(R.read_epochs(tmp_path / "cut")) == _stable(R.read_epochs(tmp_path / "full"))
 
 
-def test_resume_refuses_other_config(small_cache, tmp_path):
-    T.fit(_cfg(epochs=1), small_cache, tmp_path, progress=False)
+def test_resume_refuses_other_config(small_cache, tmp_path, monkeypatch):
+    real_save = T._save_last
+
+    def dying_save(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "_save_last", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(_cfg(epochs=2), small_cache, tmp_path, progress=False)
+    monkeypatch.setattr(T, "_save_last", real_save)
+    assert T.resumable(tmp_path, _cfg(epochs=2), small_cache.manifest.fingerprint)
+    assert not T.resumable(tmp_path, _cfg(epochs=2, lr=0.01), small_cache.manifest.fingerprint)
     with pytest.raises(ValueError, match="another config"):
-        T.fit(_cfg(epochs=1, lr=0.01), small_cache, tmp_path, resume=True, progress=False)
+        T.fit(_cfg(epochs=2, lr=0.01), small_cache, tmp_path, resume=True, progress=False)
+    T.fit(_cfg(epochs=2), small_cache, tmp_path, resume=True, progress=False)
+    assert not (tmp_path / "checkpoints" / T.LAST).exists()  # a finished run drops its resume state
 
 
 def test_max_train_images_is_stratified_and_fixed(small_cache):
@@ -144,3 +157,19 @@ def test_ddp_two_cpu_processes(small_cache, tmp_path):
     epochs = R.read_epochs(out)
     assert len(epochs) == 2
     assert len(list(out.glob("record*.json"))) == 1
+
+
+def test_as_published_counts_only_jpg_like_the_tutorial():
+    import numpy as np
+
+    from fracbench.protocols import PROTOCOLS
+
+    paths = ["a.jpg", "b.png", "c.jpg", "d.JPG", "e.jpg", "f.png"]
+    rows_train, rows_test = np.array([0, 1, 2]), np.array([3, 4, 5])
+    tr, te, note = T._denominators(PROTOCOLS["as_published"], paths, rows_train, rows_test)
+    assert (tr, te) == (2, 1)  # "d.JPG" and the .png files are scored but not counted
+    assert "not counted" in note
+    assert T._denominators(PROTOCOLS["honest"], paths, rows_train, rows_test)[:2] == (3, 3)
+    # no .jpg at all: the tutorial divides by zero; fracbench counts every image and says so
+    tr, te, note = T._denominators(PROTOCOLS["as_published"], ["a.png", "b.png"], np.array([0]), np.array([1]))
+    assert (tr, te) == (1, 1) and "divide by zero" in note

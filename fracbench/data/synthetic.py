@@ -39,6 +39,9 @@ PARTS = ("forearm", "tibia", "femur", "hand")
 PART_WEIGHTS = (0.3, 0.25, 0.2, 0.25)
 KINDS = ("transverse", "oblique", "comminuted", "displaced")
 KIND_WEIGHTS = (0.3, 0.3, 0.15, 0.25)
+_TEXTURE = 0.6  # contrast of the trabecular texture
+_PHYSIS_P = 0.25  # share of children (growth plates visible)
+_CANAL_P = 0.3  # share of bones with a visible nutrient canal
 LABEL_COLUMNS = ("id", "file", "label", "part", "kind", "boxes")
 
 
@@ -208,7 +211,7 @@ class _Bone:
         if contrast > 0:  # a nutrient canal: a thin dark slanted line through one cortex only
             d = np.abs(u - np.float32(u_c) - np.float32(slant) * v)
             cortex *= 1.0 - np.float32(contrast) * np.clip(1.1 - d, 0.0, 1.0) * (v > 0)
-        marrow = inner_chord * (0.22 + 0.35 * ends) * (1.0 + 0.6 * texture)  # spongy bone at the ends
+        marrow = inner_chord * (0.22 + 0.35 * ends) * (1.0 + _TEXTURE * texture)  # spongy bone at the ends
         att = cortex + marrow
         if self.notch:  # a darker notch between the two condyles of the u > 0 end
             cap_hi = 0.75 * self.r0 * self.flare_hi
@@ -228,14 +231,14 @@ def _make_bones(rng: np.random.Generator, part: str, size: int) -> tuple[list[_B
     angle = rng.uniform(0.0, 2.0 * math.pi)
     cx = s * rng.uniform(0.38, 0.62)
     cy = s * rng.uniform(0.38, 0.62)
-    physis = float(rng.uniform(0.25, 0.5)) if rng.random() < 0.25 else 0.0
+    physis = float(rng.uniform(0.25, 0.5)) if rng.random() < _PHYSIS_P else 0.0
     nx, ny = -math.sin(angle), math.cos(angle)  # across the limb
 
     def bone(off: float, d_angle: float, along: float, half: float, r0: float) -> _Bone:
         canal = (
             float(rng.uniform(-0.4, 0.4) * half),
             float(math.tan(rng.uniform(0.6, 1.2)) * rng.choice((-1, 1))),
-            float(rng.uniform(0.2, 0.45) if rng.random() < 0.3 else 0.0),
+            float(rng.uniform(0.2, 0.45) if rng.random() < _CANAL_P else 0.0),
         )
         return _Bone(
             cx=cx + off * nx + along * math.cos(angle),

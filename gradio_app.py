@@ -1,0 +1,23 @@
+"""Entry point for `python gradio_app.py` (and `gradio gradio_app.py`): the fracbench demo.
+
+Research software, not a medical device. The page and its options live in fracbench.demo;
+`fracbench demo --help` lists them.
+"""
+
+from fracbench.demo import launch
+
+
+def __getattr__(name: str):
+    # `gradio gradio_app.py` looks for a module-level `demo`; build it only when asked, since finding
+    # (or training) a model takes a while and importing this file should not.
+    if name == "demo":
+        global demo
+        from fracbench.demo import default_demo
+
+        demo = default_demo()
+        return demo
+    raise AttributeError(name)
+
+
+if __name__ == "__main__":
+    launch()

@@ -1,0 +1,41 @@
+"""Shared test fixtures: a private fracbench cache, and the location of the FracAtlas dev copy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# CI clones the repository with ../shared beside it; never copy the data into the repository
+FRACATLAS_DEV = REPO_ROOT / ".." / "shared" / "data" / "fracatlas"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point FRACBENCH_CACHE at a temporary folder for the whole run: no test writes to ~/.cache.
+
+    Session-wide so module-scoped fixtures (built before any function-scoped one) use it too.
+    """
+    cache = tmp_path_factory.mktemp("fracbench-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FRACBENCH_CACHE", str(cache))
+        yield cache
+
+
+@pytest.fixture
+def fresh_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A FRACBENCH_CACHE of this test's own, for tests that count decodes or cache hits."""
+    cache = tmp_path_factory.mktemp("fracbench-cache-fn")
+    monkeypatch.setenv("FRACBENCH_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def fracatlas_root() -> Path:
+    """The read-only FracAtlas dev copy at ../shared/data/fracatlas (skips the test when absent)."""
+    root = FRACATLAS_DEV.resolve()
+    if not ((root / "dataset.csv").is_file() and (root / "images" / "Fractured").is_dir()):
+        pytest.skip(f"FracAtlas dev copy not found at {root}: real-data test skipped")
+    return root

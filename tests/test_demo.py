@@ -1,0 +1,216 @@
+"""Tests for fracbench.demo: every bad upload becomes a sentence; the served page answers gradio_client."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from fracbench.checkpoint import save_checkpoint  # noqa: E402
+from fracbench.data.synthetic import render_case  # noqa: E402
+from fracbench.demo import DISCLAIMER, Analyzer, DemoError, launch, make_examples, model_panel  # noqa: E402
+from fracbench.models import create_model  # noqa: E402
+
+SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A results folder holding one run: checkpoint, sidecar and record (with test CIs and pointing game)."""
+    root = tmp_path_factory.mktemp("results")
+    run = root / "runs" / "paper_honest" / "seed0"
+    torch.manual_seed(0)
+    save_checkpoint(run / "checkpoints" / "best", create_model("paper_cnn", image_size=SIZE), model_name="paper_cnn",
+                    model_kwargs={}, image_size=SIZE, channels=3, threshold=0.42, record=str(run / "record.json"),
+                    extra={"experiment": "paper_honest", "dataset": "synthetic", "protocol": "honest",
+                           "val_auroc": 0.71})
+    record = {"experiment": "paper_honest", "model": "paper_cnn", "protocol": "honest", "dataset": "synthetic",
+              "seed": 0, "threshold": 0.42, "threshold_source": "validation (youden)",
+              "pointing_game": {"hits": 7, "n": 20, "rate": 0.35},
+              "metrics": {"test": {"auroc": 0.712, "auroc_ci95": [0.65, 0.77], "accuracy": 0.7,
+                                   "accuracy_ci95": [0.64, 0.76], "sensitivity": 0.6, "sensitivity_ci95": [0.5, 0.7],
+                                   "specificity": 0.75, "specificity_ci95": [0.7, 0.8],
+                                   "majority_accuracy": 0.65, "n": 90},
+                          "val": {"auroc": 0.71}}}
+    (run / "record.json").write_text(json.dumps(record))
+    return root
+
+
+@pytest.fixture(scope="session")
+def ckpt_path(results_dir: Path) -> Path:
+    return results_dir / "runs" / "paper_honest" / "seed0" / "checkpoints" / "best.safetensors"
+
+
+@pytest.fixture(scope="session")
+def analyzer(ckpt_path: Path) -> Analyzer:
+    return Analyzer([ckpt_path], ckpt_path)
+
+
+def _png(path: Path, pixels: np.ndarray) -> Path:
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _xray(size: int = 96) -> np.ndarray:
+    return render_case(np.random.default_rng([9, 0]), size, True, 0.5).pixels
+
+
+def _dicom(path: Path, pixels: np.ndarray) -> Path:
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Modality, ds.PhotometricInterpretation = "OT", "MONOCHROME2"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 8, 8, 7, 0
+    ds.PixelData = pixels.tobytes()
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return path
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height pixels (no pixel data): what a decompression bomb looks like."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_analyse_png(tmp_path: Path, analyzer: Analyzer) -> None:
+    r = analyzer.analyse(str(_png(tmp_path / "x.png", _xray())), None, 0.4)
+    assert set(r["label"]) == {"fractured", "not fractured"}
+    assert r["label"]["fractured"] == pytest.approx(1 - r["label"]["not fractured"])
+    assert r["overlay"].shape == (96, 96, 3) and r["overlay"].dtype == np.uint8
+    assert "threshold 0.420" in r["decision"]
+    assert r["decision"].startswith("fractured" if r["p"] >= 0.42 else "not fractured")
+
+
+def test_analyse_large_image_is_shown_downscaled(tmp_path: Path, analyzer: Analyzer) -> None:
+    px = np.zeros((1500, 3000), np.uint8)
+    px[600:900, 1000:2000] = 200
+    r = analyzer.analyse(str(_png(tmp_path / "wide.png", px)), None, 0.4)
+    assert r["overlay"].shape == (512, 1024, 3)
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("garbage", "not a recognised image"),
+    ("empty", "empty file"),
+    ("bomb", "decompression bomb"),
+    ("dicom", "DICOM"),
+    ("toolarge", "upload limit"),
+    ("missing", "could not be read"),
+])
+def test_bad_uploads_raise_demo_error(tmp_path: Path, analyzer: Analyzer, kind: str, expected: str) -> None:
+    path = tmp_path / f"{kind}.png"
+    if kind == "garbage":
+        path.write_bytes(b"this is a text file, renamed")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "bomb":
+        _png_header_only(path, 10_000, 10_000)
+    elif kind == "dicom":
+        path = _dicom(tmp_path / "broken.dcm", _xray())
+        path.write_bytes(path.read_bytes()[:-5000])  # pixel data cut short
+    elif kind == "toolarge":
+        with path.open("wb") as fh:  # sparse: no 21 MB actually written
+            fh.truncate(21 * 1024 * 1024)
+    with pytest.raises(DemoError, match=expected) as info:
+        analyzer.analyse(str(path), None, 0.4)
+    assert "Traceback" not in str(info.value)
+    assert str(info.value).startswith(path.name)
+
+
+def test_unusual_but_valid_uploads_are_explained(tmp_path: Path, analyzer: Analyzer) -> None:
+    px = _xray()
+    sixteen = tmp_path / "sixteen.png"
+    Image.fromarray(px.astype(np.uint16) * 257).save(sixteen)
+    r = analyzer.analyse(str(sixteen), None, 0.4)
+    assert "16-bit" in r["status"] and r["overlay"].shape == (96, 96, 3)
+    rgba = np.dstack([px, px, px, np.full_like(px, 255)])
+    r2 = analyzer.analyse(str(_png(tmp_path / "rgba.png", rgba)), None, 0.4)
+    assert "transparency" in r2["status"]
+    assert r2["p"] == pytest.approx(r["p"], abs=1e-6)  # the same picture underneath
+
+
+def test_unknown_model_is_refused(tmp_path: Path, analyzer: Analyzer) -> None:
+    with pytest.raises(DemoError, match="unknown model"):
+        analyzer.analyse(str(_png(tmp_path / "x.png", _xray())), "/elsewhere/model.safetensors", 0.4)
+
+
+def test_model_panel(ckpt_path: Path, tmp_path: Path) -> None:
+    meta = json.loads(ckpt_path.with_suffix(".json").read_text())
+    md = model_panel(ckpt_path, meta)
+    for text in ("paper_cnn", "synthetic", "`honest`", "0.420", "validation (youden)", "AUROC 0.712 [0.650, 0.770]",
+                 "n = 90", "majority-class accuracy 0.650", "0.35 (7/20)"):
+        assert text in md, text
+    bare = model_panel(tmp_path / "loose.safetensors", {"model": "tiny_cnn", "preprocessing": {"image_size": 32, "channels": 3},
+                                   "record": "/nowhere/record.json"})
+    assert "no run record" in bare and "not measured" in bare
+
+
+def test_examples_are_synthetic_pngs(tmp_path: Path) -> None:
+    ex = make_examples(tmp_path, n=2, size=128)
+    assert len(ex) == 2 and "fractured" in ex[0][1]
+    assert Image.open(ex[0][0]).size == (128, 128)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_served_demo_with_gradio_client(tmp_path: Path, results_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradio import networking
+    from gradio_client import Client, handle_file
+
+    def no_tunnel(*a, **k):
+        raise RuntimeError("no network in tests")
+
+    monkeypatch.setattr(networking, "setup_tunnel", no_tunnel)  # --share must fail here, never reach out
+    lines: list[str] = []
+    demo = launch(results=results_dir, port=_free_port(), share=True, prevent_thread_lock=True, progress=False,
+                  echo=lines.append)
+    try:
+        assert any("--auth" in line for line in lines)  # share without auth: recommend it
+        assert any("could not create a public share link" in line for line in lines)
+        assert any(DISCLAIMER in line for line in lines)
+        client = Client(demo.local_url, verbose=False)
+        label, decision, heatmap, status = client.predict(handle_file(str(_png(tmp_path / "x.png", _xray()))),
+                                                          api_name="/predict")
+        assert label["label"] in ("fractured", "not fractured")
+        assert {c["label"] for c in label["confidences"]} == {"fractured", "not fractured"}
+        assert "threshold 0.420" in decision
+        assert np.asarray(Image.open(heatmap)).shape == (96, 96, 3)
+        assert "x.png" in status
+        garbage = tmp_path / "garbage.png"
+        garbage.write_bytes(b"definitely not a PNG")
+        label, decision, heatmap, status = client.predict(handle_file(str(garbage)), api_name="/predict")
+        assert heatmap is None and decision == ""
+        assert "Could not analyse this file" in status and "not a recognised image" in status
+        client.close()
+    finally:
+        demo.close()
+
+
+def test_launch_rejects_bad_auth(results_dir: Path) -> None:
+    with pytest.raises(ValueError, match="user:password"):
+        launch(results=results_dir, auth="nopassword", prevent_thread_lock=True)

@@ -1,0 +1,77 @@
+"""fracbench run: skip current records, record failures and go on, lock, default dataset message."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fracbench import results as R
+from fracbench.data.synthetic import SyntheticSpec, generate
+from fracbench.experiments import Experiment
+from fracbench.runner import ResultsLocked, results_lock, run_experiments
+
+
+def _exp(name: str, model: str = "tiny_cnn", **config) -> Experiment:
+    cfg = {"image_size": 32, "epochs": 1, "batch_size": 16, "n_boot": 20, **config}
+    return Experiment(name=name, title=name, model=model, protocol="honest", config=cfg, seeds=(0,),
+                      citation="test", profiles={"smoke": {}})
+
+
+@pytest.fixture(scope="module")
+def syn(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn") / "data"
+    generate(SyntheticSpec(count=80, size=48, seed=1), root)
+    return root
+
+
+def test_run_skips_current_records_and_records_failures(syn, tmp_path):
+    exps = [_exp("ok_one"), _exp("broken", model="tiny_cnn", lr=-1.0)]
+    out = run_experiments(exps, dataset="synthetic", data_dir=str(syn), profile="smoke", results=tmp_path,
+                          progress=False)
+    status = {o.experiment: o.status for o in out}
+    assert status == {"ok_one": "complete", "broken": "failed"}
+    failed = json.loads((R.run_dir(tmp_path, "broken", 0) / R.RECORD).read_text())
+    assert failed["status"] == "failed" and failed["error"]
+    assert (tmp_path / "manifests" / "synthetic.csv").exists()
+    assert (tmp_path / "data" / "synthetic.json").exists()
+    again = run_experiments(exps[:1], dataset="synthetic", data_dir=str(syn), profile="smoke", results=tmp_path,
+                            progress=False)
+    assert again[0].status == "skipped"
+    # a changed config is not current: it reruns
+    rerun = run_experiments([_exp("ok_one", epochs=2)], dataset="synthetic", data_dir=str(syn), profile="smoke",
+                            results=tmp_path, progress=False)
+    assert rerun[0].status == "complete" and rerun[0].record["epochs_run"] == 2
+
+
+def test_lock_refuses_a_second_writer(tmp_path):
+    import subprocess
+    import sys
+
+    with results_lock(tmp_path):
+        # flock locks are per open file description: a second process must be refused
+        code = ("import sys; from pathlib import Path; from fracbench.runner import results_lock, ResultsLocked\n"
+                "try:\n  ctx = results_lock(Path(sys.argv[1])); ctx.__enter__(); print('got it')\n"
+                "except ResultsLocked as e: print('locked:', e)\n")
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+        assert "locked:" in proc.stdout and "another `fracbench run`" in proc.stdout
+    with results_lock(tmp_path):  # released: can be taken again
+        pass
+    assert ResultsLocked
+
+
+def test_cli_run_smoke_on_given_synthetic(syn, tmp_path, capsys):
+    from fracbench.cli import main
+
+    code = main(["run", "paper_cnn_honest", "--profile", "smoke", "--dataset", "synthetic", "--data-dir", str(syn),
+                 "--results", str(tmp_path), "--quiet"])
+    assert code == 0
+    assert (R.run_dir(tmp_path, "paper_cnn_honest", 0) / R.RECORD).exists()
+    assert (tmp_path / "tables" / "table1.md").exists()
+
+
+def test_unknown_experiment_suggests(capsys):
+    from fracbench.cli import main
+
+    assert main(["run", "paper_cnn_honst", "--quiet"]) == 2
+    assert "paper_cnn_honest" in capsys.readouterr().err
