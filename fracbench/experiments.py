@@ -3,6 +3,11 @@
 An experiment names a model, a protocol, hyperparameters, seeds, a citation, per-profile
 reductions (smoke, cpu, full), and the numbers the paper reports for it, each with where in the
 paper it stands. Adding an experiment is adding one YAML file.
+
+``kind`` says how fracbench.runner runs it (default "train": one fit per seed; others are the
+runner functions registered in ``fracbench.runner.EXPERIMENT_KINDS``, e.g. "leak_demo"). Settings
+of a kind that are not training hyperparameters go under ``options``; a profile may change them
+under its own ``options`` key.
 """
 
 from __future__ import annotations
@@ -48,11 +53,13 @@ class Experiment:
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     paper: tuple[PaperValue, ...] = ()
     path: str = ""
+    kind: str = "train"  # how fracbench.runner runs it: a name in fracbench.runner.EXPERIMENT_KINDS
+    options: dict[str, Any] = field(default_factory=dict)  # the kind's own settings (not TrainConfig)
 
     def train_config(self, profile: str = "full", seed: int = 0, **overrides: Any) -> TrainConfig:
         """The resolved config of this experiment under ``profile`` for ``seed``."""
         cfg = {"model": self.model, "protocol": self.protocol, **self.config}
-        red = {k: v for k, v in self.profiles.get(profile, {}).items() if k != "seeds"}
+        red = {k: v for k, v in self.profiles.get(profile, {}).items() if k not in ("seeds", "options")}
         cfg.update(red)
         cfg.update({k: v for k, v in overrides.items() if v is not None})
         cfg["seed"] = seed
@@ -61,6 +68,10 @@ class Experiment:
     def seeds_for(self, profile: str, n: int | None = None) -> tuple[int, ...]:
         seeds = tuple(self.profiles.get(profile, {}).get("seeds", self.seeds))
         return tuple(range(n)) if n else seeds
+
+    def options_for(self, profile: str) -> dict[str, Any]:
+        """The kind's options under ``profile``: the experiment's, updated by the profile's ``options``."""
+        return {**self.options, **(self.profiles.get(profile, {}).get("options") or {})}
 
     def reduced(self, profile: str) -> dict[str, Any]:
         """What the profile changes from the paper's configuration (shown in the tables)."""
@@ -83,7 +94,7 @@ def load_experiment(path: Path) -> Experiment:
     if missing:
         raise ValueError(f"{path}: missing keys {missing}")
     known = {"name", "title", "model", "protocol", "config", "seeds", "citation", "table", "notes", "dataset",
-             "profiles", "paper"}
+             "profiles", "paper", "kind", "options"}
     extra = sorted(set(raw) - known)
     if extra:
         raise ValueError(f"{path}: unknown keys {extra}")
@@ -96,6 +107,7 @@ def load_experiment(path: Path) -> Experiment:
         config=dict(raw["config"] or {}), seeds=tuple(raw["seeds"]), citation=raw["citation"],
         table=raw.get("table", ""), notes=raw.get("notes", ""), dataset=raw.get("dataset"),
         profiles={k: dict(v or {}) for k, v in (raw.get("profiles") or {}).items()}, paper=paper, path=str(path),
+        kind=str(raw.get("kind") or "train"), options=dict(raw.get("options") or {}),
     )
 
 
