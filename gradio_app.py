@@ -12,12 +12,12 @@ def __getattr__(name: str):
     # (or training) a model takes a while and importing this file should not.
     if name == "demo":
         global demo
-        from fracbench.demo import default_demo
+        from fracbench.demo import prepare
 
-        demo = default_demo()
+        demo = prepare()
         return demo
     raise AttributeError(name)
 
 
 if __name__ == "__main__":
-    launch()
+    demo = launch()

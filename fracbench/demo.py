@@ -403,20 +403,13 @@ def _launch_kwargs(demo, **wanted: Any) -> dict[str, Any]:
     return {k: v for k, v in wanted.items() if k in params}
 
 
-def launch(checkpoint: str | os.PathLike[str] | None = None, *, share: bool = False,
-           auth: str | tuple[str, str] | None = None, host: str = "127.0.0.1", port: int | None = 7860,
-           results: str | os.PathLike[str] | None = None, allow_pickle: bool = False,
-           prevent_thread_lock: bool = False, progress: bool = True, echo=print):
-    """Find (or train) a model, build the page and serve it; returns the Blocks.
-
-    Blocks until interrupted unless ``prevent_thread_lock`` (then call ``demo.close()``).
-    """
+def prepare(checkpoint: str | os.PathLike[str] | None = None, *, results: str | os.PathLike[str] | None = None,
+            allow_pickle: bool = False, progress: bool = True, echo=print):
+    """Find the checkpoints under ``results`` (training a tiny one when there is none) and build the page."""
     from fracbench.checkpoint import load_checkpoint
     from fracbench.paths import default_results_dir
     from fracbench.predict import best_checkpoint, find_checkpoints
 
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    auth_t = _parse_auth(auth)
     results_dir = Path(results) if results else default_results_dir()
     found = [p for p, _ in find_checkpoints(results_dir)]
     notice = None
@@ -434,12 +427,28 @@ def launch(checkpoint: str | os.PathLike[str] | None = None, *, share: bool = Fa
                       "`fracbench train` and restart the demo for a real model.")
             echo(f"trained {default}")
     demo = build_demo(found, default, notice=notice, allow_pickle=allow_pickle)
+    demo.fracbench_default = default
+    return demo
+
+
+def launch(checkpoint: str | os.PathLike[str] | None = None, *, share: bool = False,
+           auth: str | tuple[str, str] | None = None, host: str = "127.0.0.1", port: int | None = 7860,
+           results: str | os.PathLike[str] | None = None, allow_pickle: bool = False,
+           prevent_thread_lock: bool = False, progress: bool = True, echo=print):
+    """Find (or train) a model, build the page and serve it; returns the Blocks.
+
+    Blocks until interrupted unless ``prevent_thread_lock`` (then call ``demo.close()``).
+    ``share`` tries a public gradio.live link; when that fails (no network) it says so in one
+    line and keeps serving locally.
+    """
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    auth_t = _parse_auth(auth)
+    demo = prepare(checkpoint, results=results, allow_pickle=allow_pickle, progress=progress, echo=echo)
     if share and not auth_t:
         echo("--share without --auth: anyone with the link can use this demo; consider --auth user:password")
     kwargs = _launch_kwargs(demo, server_name=host, server_port=port, share=share, auth=auth_t,
                             max_file_size=MAX_UPLOAD, prevent_thread_lock=True, quiet=True, show_error=False,
-                            footer_links=["api", "settings"], run_history=False,
-                            ssr_mode=False)
+                            footer_links=["api", "settings"], run_history=False, ssr_mode=False)
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured):  # Gradio prints several lines when sharing fails
@@ -447,7 +456,9 @@ def launch(checkpoint: str | os.PathLike[str] | None = None, *, share: bool = Fa
     except BaseException:
         sys.stderr.write(captured.getvalue())
         raise
-    echo(f"fracbench demo at {demo.local_url} (model: {default}); {DISCLAIMER}")
+    if getattr(demo, "_is_running_in_reload_thread", False):  # `gradio gradio_app.py` re-ran the script
+        return demo
+    echo(f"fracbench demo at {demo.local_url} (model: {demo.fracbench_default}); {DISCLAIMER}")
     if share:
         if getattr(demo, "share_url", None):
             echo(f"public link: {demo.share_url}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import struct
 import zlib
@@ -14,12 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-from fracbench.checkpoint import save_checkpoint  # noqa: E402
-from fracbench.data.synthetic import render_case  # noqa: E402
-from fracbench.demo import DISCLAIMER, Analyzer, DemoError, launch, make_examples, model_panel  # noqa: E402
-from fracbench.models import create_model  # noqa: E402
+from fracbench import demo as demo_module  # sets GRADIO_ANALYTICS_ENABLED=False before gradio loads
+from fracbench.checkpoint import save_checkpoint
+from fracbench.data.synthetic import render_case
+from fracbench.demo import DISCLAIMER, Analyzer, DemoError, launch, make_examples, model_panel, prepare
+from fracbench.models import create_model
 
 SIZE = 64
 
@@ -178,6 +176,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.filterwarnings("ignore:.*:Warning:gradio.queueing")
 def test_served_demo_with_gradio_client(tmp_path: Path, results_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from gradio import networking
     from gradio_client import Client, handle_file
@@ -214,3 +213,15 @@ def test_served_demo_with_gradio_client(tmp_path: Path, results_dir: Path, monke
 def test_launch_rejects_bad_auth(results_dir: Path) -> None:
     with pytest.raises(ValueError, match="user:password"):
         launch(results=results_dir, auth="nopassword", prevent_thread_lock=True)
+
+
+def test_no_checkpoint_trains_a_fallback_and_says_so(tmp_path: Path, ckpt_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(demo_module, "train_fallback", lambda progress=True: calls.append(1) or ckpt_path)
+    lines: list[str] = []
+    demo = prepare(results=tmp_path / "empty", progress=False, echo=lines.append)
+    assert calls == [1] and demo.fracbench_default == ckpt_path
+    assert any("training a tiny paper_cnn" in line for line in lines)
+    notices = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "notice"]
+    assert notices and "No trained model was found" in notices[0].value
