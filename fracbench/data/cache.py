@@ -82,7 +82,8 @@ def build_cache(manifest: Manifest, size: int, root: Path | None = None, progres
     n = len(manifest.rows)
     root.mkdir(parents=True, exist_ok=True)
     shape = (n, size, size)
-    if not data_path.exists() or data_path.stat().st_size != n * size * size:
+    fresh = not data_path.exists() or data_path.stat().st_size != n * size * size
+    if fresh:
         with open(data_path, "wb") as fh:
             fh.truncate(n * size * size)
         done = np.zeros(n, bool)
@@ -94,7 +95,7 @@ def build_cache(manifest: Manifest, size: int, root: Path | None = None, progres
         except (OSError, ValueError):
             done = np.zeros(n, bool)
     failed: dict[int, str] = {}
-    if meta_path.exists():
+    if meta_path.exists() and not fresh:  # a new array starts with no failures
         try:
             failed = {int(k): v for k, v in json.loads(meta_path.read_text()).get("failed", {}).items()}
         except (OSError, ValueError):
@@ -116,16 +117,22 @@ def build_cache(manifest: Manifest, size: int, root: Path | None = None, progres
                         arr[i] = 0
                     else:
                         arr[i] = px
+                        failed.pop(int(i), None)  # failed before, readable now
                     done[i] = True
                 decoded_now += len(rows)
                 DECODE_COUNTER["n"] += len(rows)
                 arr.flush()
+                # the failures first, then the bitmap: a row marked done always has its failure recorded
+                _write_meta(meta_path, manifest, size, n, failed)
                 buf = io.BytesIO()
                 np.save(buf, done, allow_pickle=False)
                 atomic_write_bytes(done_path, buf.getvalue())
-        atomic_write_json(meta_path, {"manifest": manifest.fingerprint, "size": size, "n": n,
-                                      "failed": {str(k): v for k, v in failed.items()}})
         arr = np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape)
     labels = np.array([r.label for r in manifest.rows], dtype=np.int64)
     splits = np.array([r.split for r in manifest.rows])
     return DecodedCache(manifest, size, data_path, arr, labels, splits, failed, decoded_now)
+
+
+def _write_meta(path: Path, manifest: Manifest, size: int, n: int, failed: dict[int, str]) -> None:
+    atomic_write_json(path, {"manifest": manifest.fingerprint, "size": size, "n": n,
+                             "failed": {str(k): v for k, v in sorted(failed.items())}})

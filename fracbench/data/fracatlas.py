@@ -149,16 +149,23 @@ class FracAtlas(Dataset):
             try:
                 with Image.open(path) as im:
                     actual = im.size
+                    orientation = im.getexif().get(0x0112, 1)
             except Exception:  # unreadable files are reported by the decoder
                 continue
-            if actual != (w, h):
-                faults.append(
-                    Fault(
-                        path,
-                        "annotation_size_mismatch",
-                        f"COCO says {w}x{h} but the file is {actual[0]}x{actual[1]}; its boxes may be misplaced",
-                    )
-                )
+            # fracbench's decoder applies the EXIF orientation; 5-8 swap width and height
+            decoded = (actual[1], actual[0]) if orientation in (5, 6, 7, 8) else actual
+            if actual == (w, h) and decoded == (w, h):
+                continue
+            if decoded == (w, h):
+                detail = (f"COCO says {w}x{h}; the file stores {actual[0]}x{actual[1]} with EXIF orientation "
+                          f"{orientation}, which fracbench applies, so the boxes fit the decoded image but not "
+                          "a reader that ignores EXIF orientation")
+            elif actual == (w, h):
+                detail = (f"COCO says {w}x{h} as the file stores it, but EXIF orientation {orientation} turns the "
+                          f"decoded image to {decoded[0]}x{decoded[1]}; its boxes do not fit the decoded image")
+            else:
+                detail = f"COCO says {w}x{h} but the file is {actual[0]}x{actual[1]}; its boxes may be misplaced"
+            faults.append(Fault(path, "annotation_size_mismatch", detail))
 
 
 def _part(row: dict[str, str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 from fracbench.data.base import DATASETS, Dataset, Fault, ImageRecord, Listing, is_image_file
@@ -69,6 +70,12 @@ class ImageFolder(Dataset):
         faults: list[Fault] = []
         splits = self._split_dirs(root)
         tops: list[tuple[str, Path]] = [(s, d) for s, d in splits.items()] if splits else [("", root)]
+        used = set(splits.values())
+        for d in sorted(p for p in root.iterdir() if splits and p.is_dir() and p not in used and not p.name.startswith(".")):
+            taken = _SPLIT_NAMES.get(d.name.lower())
+            why = (f"a second {taken} folder beside {splits[taken].name}/" if taken
+                   else "not a train/val/test folder, and the root holds split folders")
+            faults.append(Fault(str(d), "bad_layout", f"{why}; skipped"))
         records: list[ImageRecord] = []
         for split, top in tops:
             classes = self._class_dirs(top)
@@ -80,12 +87,16 @@ class ImageFolder(Dataset):
             for d in sorted(p for p in top.iterdir() if p.is_dir() and p not in classes and p.name.lower() not in _SPLIT_NAMES):
                 faults.append(Fault(str(d), "unknown_class_folder", "folder name is not a recognised class; skipped"))
             for d, label in classes.items():
-                for path in sorted(p for p in d.rglob("*") if p.is_file()):
+                files = sorted(p for p in d.rglob("*") if p.is_file())
+                stems = Counter(p.relative_to(root).with_suffix("").as_posix() for p in files if is_image_file(p))
+                for path in files:
                     if not is_image_file(path):
                         if not path.name.startswith("."):
                             faults.append(Fault(str(path), "not_an_image", f"suffix {path.suffix!r} is not an image type; skipped"))
                         continue
                     rel = path.relative_to(root).with_suffix("").as_posix()
+                    if stems[rel] > 1:  # a.png beside a.jpg: keep the suffix so that ids stay unique
+                        rel = path.relative_to(root).as_posix()
                     records.append(
                         ImageRecord(id=rel, path=str(path), label=label, group=rel, source=self.name, split=split)
                     )

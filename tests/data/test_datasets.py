@@ -61,6 +61,40 @@ def test_fracatlas_every_fault_reported_with_its_kind(tmp_path: Path) -> None:
     assert all(set(f.as_dict()) == {"path", "kind", "detail"} for f in listing.faults)
 
 
+def _exif_jpeg(path: Path, pixels, orientation: int) -> None:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, quality=95, exif=exif)
+
+
+def test_fracatlas_coco_size_is_checked_against_the_decoded_orientation(tmp_path: Path) -> None:
+    import json
+
+    from fracbench.data.decode import decode_image
+
+    root = fracatlas_tree(tmp_path / "FracAtlas").resolve()
+    coco_path = root / "Annotations" / "COCO JSON" / "COCO_fracture_masks.json"
+    coco = json.loads(coco_path.read_text())
+    # stored 48 wide x 32 high, EXIF orientation 6 (rotate 90): fracbench decodes it 32 wide x 48 high
+    _exif_jpeg(root / "images" / "Fractured" / "IMG0000001.jpg", smooth(1, (32, 48)), 6)
+    assert decode_image(root / "images" / "Fractured" / "IMG0000001.jpg").pixels.shape == (48, 32)
+    coco["images"][0].update(width=32, height=48)  # annotated on the decoded (rotated) image
+    # IMG0000003 stored 48x32 with orientation 8; COCO gives the stored size, not the decoded one
+    _exif_jpeg(root / "images" / "Non_fractured" / "IMG0000003.jpg", smooth(3, (32, 48)), 8)
+    coco["images"].append({"id": 3, "file_name": "IMG0000003.jpg", "width": 48, "height": 32})
+    coco_path.write_text(json.dumps(coco))
+    mismatches = {Path(f.path).name: f.detail for f in FracAtlas(root).scan().faults
+                  if f.kind == "annotation_size_mismatch"}
+    assert set(mismatches) == {"IMG0000001.jpg", "IMG0000002.jpg", "IMG0000003.jpg"}
+    assert "EXIF orientation 6" in mismatches["IMG0000001.jpg"]
+    assert "boxes fit the decoded image" in mismatches["IMG0000001.jpg"]
+    assert "boxes do not fit the decoded image" in mismatches["IMG0000003.jpg"]
+    assert "may be misplaced" in mismatches["IMG0000002.jpg"]
+
+
 def test_fracatlas_missing_coco_is_a_fault_not_an_error(tmp_path: Path) -> None:
     root = fracatlas_tree(tmp_path / "FracAtlas")
     (root / "Annotations" / "COCO JSON" / "COCO_fracture_masks.json").unlink()
@@ -168,6 +202,29 @@ def test_imagefolder_given_splits_are_kept(tmp_path: Path) -> None:
     for row in p.manifest.rows:
         assert row.split == want[row.path.split("/")[0]], row
     assert {s: sum(c.values()) for s, c in p.manifest.counts().items()} == {"train": 6, "val": 6, "test": 6}
+
+
+def test_imagefolder_ids_stay_unique_when_stems_repeat(tmp_path: Path) -> None:
+    root = tmp_path / "stems"
+    save(root / "fractured" / "scan.png", smooth(1, 24))
+    save(root / "fractured" / "scan.jpg", smooth(2, 24), quality=90)
+    save(root / "fractured" / "other.png", smooth(3, 24))
+    save(root / "normal" / "scan.png", smooth(4, 24))
+    ids = sorted(r.id for r in ImageFolder(root).scan().records)
+    assert ids == ["fractured/other", "fractured/scan.jpg", "fractured/scan.png", "normal/scan"]
+
+
+def test_imagefolder_skipped_root_folders_are_reported(tmp_path: Path) -> None:
+    root = tmp_path / "both"
+    for seed, split in enumerate(("train", "val", "valid", "test")):
+        save(root / split / "fractured" / "a.png", smooth(10 * seed + 1, 24))
+        save(root / split / "normal" / "b.png", smooth(10 * seed + 2, 24))
+    save(root / "fractured" / "loose.png", smooth(99, 24))
+    listing = ImageFolder(root).scan()
+    assert {r.path.split("/")[-3] for r in listing.records} == {"train", "valid", "test"}
+    faults = sorted((f.kind, Path(f.path).name, f.detail) for f in listing.faults)
+    assert [(k, n) for k, n, _ in faults] == [("bad_layout", "fractured"), ("bad_layout", "val")]
+    assert "second val folder beside valid/" in faults[1][2]
 
 
 def test_imagefolder_split_with_one_class_and_no_classes_reported(tmp_path: Path) -> None:
