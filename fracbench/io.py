@@ -13,11 +13,22 @@ from pathlib import Path
 from typing import Any
 
 
+def _file_mode() -> int:
+    # mkstemp creates files 0600; results are meant to be read by others, as a plain open() would allow
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_MODE = _file_mode()
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
