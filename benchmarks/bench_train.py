@@ -1,0 +1,117 @@
+"""Training throughput: fracbench's pipeline against the tutorial's, same model, same images, same run.
+
+Each timed round trains a fixed number of batches of 32 (paper_cnn at 150 px: 20 batches;
+resnet18 at 224 px: 3 batches) over the same training images:
+
+* reference (benchmarks/tutorial_reference.py): ImageFolder over symlinks to those images, PIL
+  decode + Resize + flip + ToTensor + Normalize per image in every epoch, DataLoader(32, shuffle);
+* fracbench: BatchLoader over the decode cache + ``train_one_epoch`` (batch flip);
+* fracbench variants: channels_last memory format, and ``torch.compile`` (skipped, with the
+  reason, where it does not work on this machine; always skipped in smoke mode).
+
+images/s of each and the ratio to the reference are in extra_info. The ratio target (>= 4x) is
+for paper_cnn with fracbench's default settings; resnet18's ratio is recorded for context (its
+compute dwarfs decoding, so no data pipeline can speed it up much).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from _benchlib import (
+    SIZES,
+    SMOKE,
+    check_target,
+    describe,
+    fracbench_trainer,
+    make_model,
+    median,
+    run_pedantic,
+    time_calls,
+)
+from tutorial_reference import TutorialPipeline, build_folder
+
+RATIO_TARGET = 4.0
+
+
+def _workload(model: str) -> tuple[int, int, int]:
+    """(image size, batches per round, rounds)."""
+    if model == "paper_cnn":
+        return SIZES.image, SIZES.train_batches, SIZES.rounds
+    return SIZES.resnet_image, SIZES.resnet_batches, SIZES.resnet_rounds
+
+
+@pytest.fixture(scope="module")
+def workloads(bench_data):
+    """Per model: the training rows of a round, their decode cache, and the tutorial's folder of them."""
+    built = {}
+
+    def get(model: str):
+        if model not in built:
+            size, batches, _ = _workload(model)
+            rows = bench_data.rows[: batches * SIZES.batch]
+            cache, cache_rows = bench_data.cache_for(size, rows)
+            folder = build_folder(((bench_data.path(r), bench_data.label(r)) for r in rows),
+                                  bench_data.workdir / f"imagefolder-{model}-{len(rows)}")
+            built[model] = (rows, cache, cache_rows, folder)
+        return built[model]
+
+    return get
+
+
+def _reference(model: str, folder, size: int):
+    pipe = TutorialPipeline(folder, make_model(model, size), size=size, batch_size=SIZES.batch)
+    return pipe.train
+
+
+@pytest.mark.parametrize("model", ["paper_cnn", "resnet18"])
+def test_train_reference(benchmark, model, workloads, measured, bench_data) -> None:
+    size, _, rounds = _workload(model)
+    rows, _, _, folder = workloads(model)
+    times = run_pedantic(benchmark, _reference(model, folder, size), group=f"train-{model}", rounds=rounds,
+                         warmup=SIZES.warmup)
+    rate = len(rows) / median(times)
+    measured[("reference", model)] = rate
+    describe(benchmark, data=bench_data.source, pipeline="tutorial (ImageFolder + DataLoader)",
+             model=model, image_size=size, images_per_round=len(rows), images_per_s=round(rate, 2))
+
+
+VARIANTS = [("paper_cnn", "plain"), ("paper_cnn", "channels_last"), ("paper_cnn", "compile"),
+            ("resnet18", "plain"), ("resnet18", "channels_last")]
+
+
+@pytest.mark.parametrize("model, variant", VARIANTS, ids=[f"{m}-{v}" for m, v in VARIANTS])
+def test_train_fracbench(benchmark, model, variant, workloads, measured, bench_data) -> None:
+    size, _, rounds = _workload(model)
+    rows, cache, cache_rows, folder = workloads(model)
+    extra = {}
+    if variant == "compile" and SMOKE:
+        pytest.skip("smoke mode: compiling the training step takes longer than a smoke test may; "
+                    "the full suite measures it")
+    run = fracbench_trainer(cache, cache_rows, model, channels_last=variant == "channels_last",
+                            compile=variant == "compile", batch=SIZES.batch)
+    if variant == "compile":
+        t0 = time.perf_counter()
+        try:
+            run()  # the first call compiles
+        except Exception as exc:  # no C++ compiler, unsupported platform, ...: record why
+            pytest.skip(f"torch.compile does not work on this machine: {type(exc).__name__}: {str(exc)[:300]}")
+        extra["compile_and_first_round_s"] = round(time.perf_counter() - t0, 2)
+    times = run_pedantic(benchmark, run, group=f"train-{model}", rounds=rounds, warmup=SIZES.warmup)
+    rate = len(rows) / median(times)
+    ref = measured.get(("reference", model))
+    if ref is None:  # test_train_reference deselected: measure the tutorial here
+        ref = len(rows) / median(time_calls(_reference(model, folder, size), rounds=rounds, warmup=SIZES.warmup))
+        measured[("reference", model)] = ref
+    ratio = rate / ref
+    measured[("fracbench", model, variant)] = rate
+    describe(benchmark, data=bench_data.source, pipeline=f"fracbench ({variant})", model=model,
+             image_size=size, images_per_round=len(rows), images_per_s=round(rate, 2),
+             reference_images_per_s=round(ref, 2), ratio_to_reference=round(ratio, 2), **extra)
+    if variant != "plain":
+        plain = measured.get(("fracbench", model, "plain"))
+        if plain:
+            benchmark.extra_info["ratio_to_plain"] = round(rate / plain, 3)
+    if model == "paper_cnn" and variant == "plain":
+        check_target(benchmark, "fracbench/tutorial images/s", ratio, RATIO_TARGET, at_least=True, unit="x")
