@@ -96,6 +96,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
                               "file with a .json beside it") from None
     except ValueError as exc:
         raise CheckpointError(f"{sidecar}: damaged metadata ({exc})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{sidecar}: cannot read metadata ({type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{sidecar}: damaged metadata (a JSON {type(meta).__name__}, not an object); "
+                              "not a fracbench checkpoint")
     for key in ("model", "preprocessing"):
         if key not in meta:
             raise CheckpointError(f"{sidecar}: metadata lacks {key!r}; not a fracbench checkpoint")
@@ -113,11 +118,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
         model = create_model(meta["model"], num_classes=int(meta.get("num_classes", 2)),
                              in_channels=int(meta["preprocessing"]["channels"]),
                              image_size=int(meta["preprocessing"]["image_size"]), **meta.get("model_kwargs", {}))
-    except KeyError as exc:
-        raise CheckpointError(f"{sidecar}: {exc}") from None
+    except KeyError as exc:  # an unknown model name (with close matches) or a missing preprocessing field
+        raise CheckpointError(f"{sidecar}: {exc.args[0] if exc.args else exc}") from None
+    except Exception as exc:  # odd values written by hand or by another tool: wrong types, bad kwargs
+        raise CheckpointError(f"{sidecar}: cannot build model {meta.get('model')!r} from this metadata "
+                              f"({type(exc).__name__}: {exc})") from None
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:  # TypeError: not a state dict
         first = str(exc).splitlines()[:3]
         raise CheckpointError(f"{path}: weights do not fit model {meta['model']!r}: {' '.join(first)}") from None
     model.eval().to(device)

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # CI clones the repository with ../shared beside it; never copy the data into the repository
 FRACATLAS_DEV = REPO_ROOT / ".." / "shared" / "data" / "fracatlas"
+
+
+# Hypothesis profiles: "default" for CI-sized property tests; "longfuzz" raises every @given test that
+# does not fix its own max_examples to 10,000 (select it with HYPOTHESIS_PROFILE=longfuzz). The
+# 10,000-example fuzz tests in tests/test_fuzz.py are marked `longfuzz` and run with `pytest -m longfuzz`.
+settings.register_profile("longfuzz", max_examples=10_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect `longfuzz` tests unless the -m expression names them (`pytest -m longfuzz`)."""
+    if "longfuzz" in (config.getoption("markexpr", "") or ""):
+        return
+    keep = [item for item in items if item.get_closest_marker("longfuzz") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("longfuzz")])
+        items[:] = keep
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -304,27 +304,50 @@ def _pillow_to_gray(im: Image.Image, notes: list[str]) -> np.ndarray:
     return np.array(rgb.convert("L"), dtype=np.uint8)
 
 
+_STRETCH_ROWS_BYTES = 8 << 20  # float64 working memory per block of rows in _stretch_to_uint8
+
+
 def _stretch_to_uint8(values: np.ndarray, notes: list[str]) -> np.ndarray:
     """Map min..max linearly onto 0..255 in float64; a constant image becomes zeros.
 
     Non-finite values (float images) do not count towards min..max: NaN and -inf become 0,
     +inf becomes 255, with a warning.
+
+    The float64 arithmetic runs over blocks of rows, so a 60-megapixel 16-bit image (a few
+    hundred kB as a PNG) needs the output plus a few MB, not several float64 copies of itself
+    (over 2 GB). Each pixel goes through exactly the same operations as a whole-array version.
     """
-    arr = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(arr)
-    all_finite = bool(finite.all())
-    if not all_finite:
-        notes.append("non-finite pixel values: NaN and -inf shown as 0, +inf as 255")
-        if not finite.any():
-            return np.zeros(arr.shape, dtype=np.uint8)
-    lo = float(arr[finite].min()) if not all_finite else float(arr.min())
-    hi = float(arr[finite].max()) if not all_finite else float(arr.max())
-    if not all_finite:
-        arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
-    if hi <= lo:
-        return np.zeros(arr.shape, dtype=np.uint8)
-    scaled = (arr - lo) * (255.0 / (hi - lo))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "biuf":
+        arr = arr.astype(np.float64)
+    all_finite = True
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        all_finite = bool(finite.all())
+        if not all_finite:
+            notes.append("non-finite pixel values: NaN and -inf shown as 0, +inf as 255")
+            if not finite.any():
+                return np.zeros(arr.shape, dtype=np.uint8)
+            lo = float(np.min(arr, where=finite, initial=np.inf))
+            hi = float(np.max(arr, where=finite, initial=-np.inf))
+        del finite
+    if all_finite:
+        lo, hi = float(arr.min()), float(arr.max())
+    out = np.zeros(arr.shape, dtype=np.uint8)
+    if hi <= lo or arr.ndim == 0:
+        return out
+    scale = 255.0 / (hi - lo)
+    step = max(1, _STRETCH_ROWS_BYTES // max(1, 8 * (arr.size // arr.shape[0])))
+    for r in range(0, arr.shape[0], step):
+        block = arr[r:r + step].astype(np.float64)  # always a copy: the caller's array is never changed
+        if not all_finite:
+            np.nan_to_num(block, copy=False, nan=lo, posinf=hi, neginf=lo)
+        block -= lo
+        block *= scale
+        np.rint(block, out=block)
+        np.clip(block, 0, 255, out=block)
+        out[r:r + step] = block
+    return out
 
 
 # --------------------------------------------------------------------------------------------
