@@ -394,6 +394,106 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- audit
+def _configure_audit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", help="dataset name (see `fracbench data list`)")
+    p.add_argument("--data-dir", help="dataset folder (default: the download location)")
+    p.add_argument("--manifest", help="check this split (a fracbench manifest CSV, e.g. a naive random split) for "
+                   "leaks instead of fracbench's own")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of fracbench's own split")
+    p.add_argument("--out", help="folder for audit.json and audit.html (default: results/<dataset>/audit/)")
+    p.add_argument("--json", action="store_true", help="also print the JSON report")
+
+
+@command("audit", "data audit: exact/near duplicates, leaks across splits, label conflicts, faults, balance",
+         _configure_audit)
+def _audit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fracbench.audit import audit, decode_group_images, default_out, print_audit, write_audit
+    from fracbench.data import prepare
+    from fracbench.data.manifest import Manifest
+
+    prepared = prepare(args.dataset, args.data_dir, seed=args.split_seed, progress=not args.quiet)
+    manifest = Manifest.read(args.manifest, prepared.name, prepared.dataset.root) if args.manifest else None
+    squares, thumbs = decode_group_images(prepared)
+    report = audit(prepared, manifest, pixels=squares)
+    out = Path(args.out) if args.out else default_out(prepared.name)
+    paths = write_audit(report, out, thumbs)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    print_audit(report)
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+# ---------------------------------------------------------------- figures and report
+def _configure_figures(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", help="results folder (default: every results/<dataset>/ of the checkout)")
+    p.add_argument("--data-dir", help="dataset folder, for the grid of correct and wrong test predictions "
+                   "(default: the download location or the synthetic cache, when present)")
+
+
+def _figure_folders(args: argparse.Namespace) -> list:
+    from pathlib import Path
+
+    return [Path(args.results)] if args.results else results_folders()
+
+
+def _draw_figures(results, data_dir: str | None) -> list:
+    import json as _json
+    from pathlib import Path
+
+    from fracbench.figures import find_data_root, write_figures
+
+    root = Path(data_dir) if data_dir else None
+    if root is None:
+        try:
+            dataset = _json.loads(next((results / "data").glob("*.json")).read_text())["dataset"]
+            root = find_data_root(dataset)
+        except (StopIteration, OSError, ValueError, KeyError):
+            root = None
+    return write_figures(results, data_root=root,
+                         echo=lambda line: console.print(line, markup=False, highlight=False))
+
+
+@command("figures", "learning curves, ROC/PR, confusion matrices and example predictions as PNGs",
+         _configure_figures)
+def _figures(args: argparse.Namespace) -> int:
+    folders = _figure_folders(args)
+    if not folders:
+        console.print("no records found: run `fracbench run --all` first")
+        return 2
+    for results in folders:
+        paths = _draw_figures(results, args.data_dir)
+        console.print(f"{len(paths)} figures written to {results / 'figures'}")
+    return 0
+
+
+def _configure_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", help="results folder (default: every results/<dataset>/ of the checkout)")
+    p.add_argument("--data-dir", help="dataset folder, for the example grid (see `fracbench figures`)")
+    p.add_argument("--no-refresh", action="store_true", help="do not regenerate tables and figures first")
+
+
+@command("report", "one self-contained HTML page: what was run, the data, tables and figures", _configure_report)
+def _report(args: argparse.Namespace) -> int:
+    from fracbench.report import write_report
+
+    folders = _figure_folders(args)
+    if not folders:
+        console.print("no records found: run `fracbench run --all` first")
+        return 2
+    for results in folders:
+        if not args.no_refresh:
+            from fracbench.tables import write_tables
+
+            write_tables(results)
+            _draw_figures(results, args.data_dir)
+        console.print(f"wrote {write_report(results)}")
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     from fracbench import __version__

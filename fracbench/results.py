@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import functools
 import io
 import json
 import os
@@ -32,6 +33,7 @@ def run_dir(results: str | Path, experiment: str, seed: int) -> Path:
     return Path(results) / "runs" / experiment / f"seed{seed}"
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> tuple[str, bool]:
     """The checkout's commit and whether it has uncommitted changes ("unknown" outside git)."""
     try:
@@ -46,9 +48,10 @@ def git_commit() -> tuple[str, bool]:
 
 # the modules whose code changes a training result; the demo, tables or report do not
 TRAINING_SOURCES = ("train.py", "loader.py", "models.py", "metrics.py", "protocols.py", "config.py",
-                    "checkpoint.py", "data/*.py")
+                    "checkpoint.py", "data/*.py", "leak.py", "inflation.py")
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """fracbench's version plus a hash of its source: what decides whether a record is still current.
 

@@ -3,6 +3,11 @@
 A run whose record exists for the same config, manifest and code version is skipped; a run
 killed mid-way resumes from its last finished epoch; an experiment that fails is recorded with
 its error and the rest go on. A lock keeps two runs from writing one results folder at once.
+
+How one experiment x seed runs depends on the experiment's ``kind``: ``EXPERIMENT_KINDS`` maps
+each kind to a runner function ``(RunContext, Experiment, seed) -> list[Outcome]``. "train" fits
+once on the run's manifest; "leak_demo" builds rotated copies and fits on two splits of them under
+both protocols; "protocol_inflation" fits once and measures what each tutorial habit adds.
 """
 
 from __future__ import annotations
@@ -10,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import traceback
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ from fracbench import results as R
 from fracbench.experiments import PROFILES, Experiment, load_all
 from fracbench.io import atomic_write_json
 from fracbench.progress import console, say
+from fracbench.registry import Registry
 
 
 class ResultsLocked(RuntimeError):
@@ -82,10 +88,8 @@ def run_experiments(experiments: Sequence[Experiment], *, dataset: str | None = 
                     device: str | None = None, progress: bool = True, split_seed: int = 0) -> list[Outcome]:
     """Run each experiment x seed on one manifest; return what happened to each."""
     from fracbench.data import find_default_dataset, prepare
-    from fracbench.data.cache import build_cache
     from fracbench.data.summary import summarize
     from fracbench.paths import default_results_dir
-    from fracbench.train import fit
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
@@ -115,14 +119,45 @@ def run_experiments(experiments: Sequence[Experiment], *, dataset: str | None = 
         atomic_write_json(results / "data" / f"{manifest.dataset}.json", summary)
         say(f"{manifest.dataset}: {len(manifest.rows)} images, manifest {manifest.fingerprint[:12]}, "
             f"{len(prepared.faults)} faults reported (`fracbench data info {manifest.dataset}`)")
-        code = R.code_version()
-        caches: dict[int, Any] = {}
+        ctx = RunContext(prepared, manifest, profile, device, results, R.code_version(), progress)
         for exp in experiments:
             for seed in exp.seeds_for(profile, n_seeds):
-                outcomes.append(_run_one(exp, seed, profile, device, results, manifest, code, caches, progress,
-                                         build_cache, fit))
+                try:
+                    run_kind = EXPERIMENT_KINDS.get(exp.kind)
+                except KeyError as exc:  # an unknown kind: recorded as a failure, the rest go on
+                    outcomes.append(_failed(exp, seed, profile, R.run_dir(results, exp.name, seed), exc))
+                    continue
+                outcomes += run_kind(ctx, exp, seed)
     print_summary(outcomes)
     return outcomes
+
+
+@dataclass
+class RunContext:
+    """What every experiment kind's runner gets: the prepared dataset and where and how to run."""
+
+    prepared: Any  # fracbench.data.Prepared
+    manifest: Any  # fracbench.data.manifest.Manifest: the run's (shared) manifest
+    profile: str
+    device: str | None
+    results: Path
+    code: str  # fracbench.results.code_version() at the start of the run
+    progress: bool = True
+    memo: dict[Any, Any] = field(default_factory=dict)  # caches and derived data shared across seeds
+
+    def cache(self, size: int, manifest: Any = None) -> Any:
+        """The decode cache of ``manifest`` (default: the run's) at ``size``, built once per run."""
+        from fracbench.data.cache import build_cache
+
+        manifest = manifest or self.manifest
+        key = ("cache", manifest.fingerprint, size)
+        if key not in self.memo:
+            self.memo[key] = build_cache(manifest, size, progress=self.progress)
+        return self.memo[key]
+
+
+KindRunner = Callable[[RunContext, Experiment, int], list["Outcome"]]
+EXPERIMENT_KINDS: Registry[KindRunner] = Registry("experiment kind")
 
 
 def _relative(path: str, root: Path) -> str:
@@ -132,41 +167,145 @@ def _relative(path: str, root: Path) -> str:
         return path
 
 
-def _run_one(exp, seed, profile, device, results, manifest, code, caches, progress, build_cache, fit) -> Outcome:
-    out = R.run_dir(results, exp.name, seed)
-    try:
-        cfg = exp.train_config(profile, seed, device=device)
-        existing = R.read_record(out)
-    except Exception as exc:  # a bad experiment file or a damaged record: recorded, the rest go on
-        return _failed(exp, seed, profile, out, exc)
-    if is_current(existing, cfg.to_dict(), manifest.fingerprint, code):
-        say(f"[dim]skip {exp.name} seed {seed}: record is current[/]")
-        return Outcome(exp.name, seed, "skipped", existing)
-    try:
-        if cfg.image_size not in caches:
-            caches[cfg.image_size] = build_cache(manifest, cfg.image_size, progress=progress)
-        from fracbench.train import resumable
+@EXPERIMENT_KINDS.register("train")
+def run_train(ctx: RunContext, exp: Experiment, seed: int) -> list[Outcome]:
+    """One fit of the experiment's config on the run's manifest."""
+    return [_run_one(exp, seed, ctx)]
 
+
+def _run_one(exp: Experiment, seed: int, ctx: RunContext) -> Outcome:
+    try:
+        cfg = exp.train_config(ctx.profile, seed, device=ctx.device)
+    except Exception as exc:  # a bad experiment file: recorded, the rest go on
+        return _failed(exp, seed, ctx.profile, R.run_dir(ctx.results, exp.name, seed), exc)
+    return _fit(ctx, exp, seed, exp.name, cfg, ctx.manifest)
+
+
+def _fit(ctx: RunContext, exp: Experiment, seed: int, name: str, cfg: Any, manifest: Any,
+         extra: dict[str, Any] | None = None, on_epoch: Callable[[Any], Any] | None = None,
+         current: Callable[[dict[str, Any]], bool] | None = None) -> Outcome:
+    """Fit ``cfg`` on ``manifest`` into results/runs/<name>/seed<k>/: skipped when current, resumed when
+    interrupted, recorded as failed on an error. ``on_epoch(cache)`` makes fit's per-epoch hook;
+    ``current(record)`` adds a condition for a record to count as current."""
+    from fracbench.train import fit, resumable
+
+    out = R.run_dir(ctx.results, name, seed)
+    try:
+        existing = R.read_record(out)
+    except Exception as exc:  # a damaged record: recorded, the rest go on
+        return _failed(exp, seed, ctx.profile, out, exc, name)
+    if is_current(existing, cfg.to_dict(), manifest.fingerprint, ctx.code) and (current is None or current(existing)):
+        say(f"[dim]skip {name} seed {seed}: record is current[/]")
+        return Outcome(name, seed, "skipped", existing)
+    try:
+        cache = ctx.cache(cfg.image_size, manifest)
         resume = resumable(out, cfg, manifest.fingerprint)
-        say(f"[bold]{exp.name}[/] seed {seed} ({profile} profile){' — resuming' if resume else ''}")
-        record = fit(cfg, caches[cfg.image_size], out, experiment=exp.name, resume=resume, progress=progress,
-                     extra={"profile": profile, "table": exp.table, "title": exp.title,
-                            "profile_changes": exp.reduced(profile)})
-        return Outcome(exp.name, seed, "complete", record)
+        say(f"[bold]{name}[/] seed {seed} ({ctx.profile} profile){' — resuming' if resume else ''}")
+        record = fit(cfg, cache, out, experiment=name, resume=resume, progress=ctx.progress,
+                     extra={"profile": ctx.profile, "table": exp.table, "title": exp.title,
+                            "profile_changes": exp.reduced(ctx.profile), **({"kind": exp.kind, "parent": exp.name}
+                                                                            if exp.kind != "train" else {}),
+                            **(extra or {})},
+                     **({"on_epoch": on_epoch(cache)} if on_epoch else {}))
+        return Outcome(name, seed, "complete", record)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        return _failed(exp, seed, profile, out, exc)
+        return _failed(exp, seed, ctx.profile, out, exc, name)
 
 
-def _failed(exp, seed, profile, out, exc) -> Outcome:
+@EXPERIMENT_KINDS.register("leak_demo")
+def run_leak_demo(ctx: RunContext, exp: Experiment, seed: int) -> list[Outcome]:
+    """Rotated/flipped copies of the run's images, split (a) at image level and (b) by source; 4 fits.
+
+    Options: ``copies`` (transform names, default identity, rot90, hflip, rot270), ``sources``
+    (how many source images, 0 = all), ``balance`` (draw the sources half fractured, half not) and
+    ``split_seed``. Records go to results/runs/<experiment>__<split>_<protocol>/seed<k>/.
+    """
+    from fracbench import leak as L
+
+    opts = exp.options_for(ctx.profile)
+    try:
+        base = exp.train_config(ctx.profile, seed, device=ctx.device)
+        key = ("leak", exp.name, base.image_size, repr(sorted(opts.items())))
+        if key not in ctx.memo:
+            cache = ctx.cache(base.image_size)
+            say(f"[bold]{exp.name}[/]: writing {len(opts.get('copies', L.DEFAULT_COPIES))} copies of each source image")
+            ctx.memo[key] = L.build_leak_set(
+                ctx.manifest, cache.array, size=base.image_size, copies=opts.get("copies", L.DEFAULT_COPIES),
+                sources=int(opts.get("sources", 0)), balance=bool(opts.get("balance", False)),
+                seed=int(opts.get("split_seed", 0)), exclude=set(cache.failed))
+        leak_set = ctx.memo[key]
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return [_failed(exp, seed, ctx.profile, R.run_dir(ctx.results, L.variant_name(exp.name, v), seed), exc,
+                        L.variant_name(exp.name, v)) for v in L.VARIANTS]
+    outcomes = []
+    for variant, (split, protocol) in L.VARIANTS.items():
+        manifest = leak_set.manifest(split)
+        info = {"variant": variant, "split": split, "split_title": L.SPLIT_TITLES[split],
+                "copies": list(leak_set.copies), "source_images": leak_set.sources,
+                "source_dataset": ctx.manifest.dataset, "source_manifest": ctx.manifest.fingerprint,
+                **L.leak_stats(manifest)}
+        outcomes.append(_fit(ctx, exp, seed, L.variant_name(exp.name, variant), base.replace(protocol=protocol),
+                             manifest, extra={"leak": info}))
+    return outcomes
+
+
+@EXPERIMENT_KINDS.register("protocol_inflation")
+def run_protocol_inflation(ctx: RunContext, exp: Experiment, seed: int) -> list[Outcome]:
+    """One honest fit that also logs flipped test accuracy per epoch; then the three protocol effects.
+
+    Options: ``png_share`` (share of the mixed folder's test images stored as PNG, default 1/3).
+    The effects are added to the seed's record under ``protocol_effects``.
+    """
+    from fracbench import inflation as I
+
+    opts = exp.options_for(ctx.profile)
+    out = R.run_dir(ctx.results, exp.name, seed)
+    try:
+        # per-epoch test metrics are what the effects are read from: always logged (they choose nothing)
+        cfg = exp.train_config(ctx.profile, seed, device=ctx.device).replace(protocol="honest",
+                                                                             log_test_each_epoch=True)
+    except Exception as exc:
+        return [_failed(exp, seed, ctx.profile, out, exc)]
+    png_share = float(opts.get("png_share", 1 / 3))
+
+    def hook(cache):
+        return I.epoch_flip_logger(cache, cache.indices("test"), max(cfg.batch_size, 64), cfg.channels, seed,
+                                   amp=cfg.amp, channels_last=cfg.channels_last)
+
+    outcome = _fit(ctx, exp, seed, exp.name, cfg, ctx.manifest, on_epoch=hook,
+                   current=lambda rec: rec.get("protocol_effects", {}).get("png_share") == png_share)
+    if outcome.status != "complete":
+        return [outcome]
+    try:
+        key = ("jpgmix", ctx.manifest.fingerprint, png_share)
+        if key not in ctx.memo:
+            ctx.memo[key] = I.build_mixed_tree(ctx.manifest, png_share)
+        mixed = I.score_mixed_tree(out, ctx.memo[key], cfg.image_size, device=cfg.device, progress=ctx.progress)
+        record = dict(outcome.record or {})
+        effects = I.protocol_effects(R.read_epochs(out), int(record["selected_epoch"]), mixed)
+        record["protocol_effects"] = {**effects, "png_share": png_share}
+        record.pop("schema_version", None)
+        R.write_record(out, record)
+        return [Outcome(exp.name, seed, "complete", record)]
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return [_failed(exp, seed, ctx.profile, out, exc)]
+
+
+def _failed(exp, seed, profile, out, exc, name: str | None = None) -> Outcome:
+    name = name or exp.name
     err = f"{type(exc).__name__}: {exc}"
     tb = traceback.format_exc(limit=6)
-    console.print(f"[red]{exp.name} seed {seed} failed:[/] {err}")
-    R.write_record(out, {"experiment": exp.name, "model": exp.model, "protocol": exp.protocol, "seed": seed,
+    console.print(f"[red]{name} seed {seed} failed:[/] {err}")
+    R.write_record(out, {"experiment": name, "model": exp.model, "protocol": exp.protocol, "seed": seed,
                          "profile": profile, "status": "failed", "error": err, "traceback": tb,
                          "created": R.now_iso(), "code_version": R.code_version()})
-    return Outcome(exp.name, seed, "failed", None, err)
+    return Outcome(name, seed, "failed", None, err)
 
 
 def print_summary(outcomes: Sequence[Outcome]) -> None:

@@ -194,8 +194,13 @@ def _denominators(protocol, paths: list[str], rows_train: np.ndarray, rows_test:
 
 
 def fit(cfg: TrainConfig, cache: DecodedCache, out_dir: str | Path, *, experiment: str = "",
-        resume: bool = False, progress: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train ``cfg.model`` on the cache's train rows under ``cfg.protocol``; write and return the record."""
+        resume: bool = False, progress: bool = True, extra: dict[str, Any] | None = None,
+        on_epoch=None) -> dict[str, Any]:
+    """Train ``cfg.model`` on the cache's train rows under ``cfg.protocol``; write and return the record.
+
+    ``on_epoch(model, epoch) -> dict``, when given, is called after each epoch's evaluation (on the
+    main process) and what it returns is added to that epoch's log entry; it chooses nothing.
+    """
     from fracbench.models import count_flops, count_params, create_model
 
     out_dir = Path(out_dir)
@@ -257,6 +262,11 @@ def fit(cfg: TrainConfig, cache: DecodedCache, out_dir: str | Path, *, experimen
                 sch.load_state_dict(saved[key])
         for g, key in ((g_shuffle, "g_shuffle"), (g_aug, "g_aug"), (g_tta, "g_tta")):
             g.set_state(saved[key])
+        # the global generators drive dropout (and stochastic depth): without them a resumed run diverges
+        if saved.get("torch_rng") is not None:
+            torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
         state = saved["state"]
         if show:
             console.print(f"resuming {experiment or cfg.model} after epoch {state['epoch']}")
@@ -288,6 +298,8 @@ def fit(cfg: TrainConfig, cache: DecodedCache, out_dir: str | Path, *, experimen
             if dist.main:
                 entry, stop = _end_epoch(cfg, protocol, model, device, epoch, tr, seconds, lr, val_loader,
                                          test_loader, g_tta, state, train_count, test_count, ckpt_dir, cache)
+                if on_epoch is not None:
+                    entry.update(on_epoch(model, epoch))
                 state["epochs"].append(entry)
                 state["epoch"] = epoch
                 state["train_seconds"] += seconds
@@ -396,6 +408,8 @@ def _save_last(path: Path, cfg, cache, model, opt, epoch_sched, batch_sched, g_s
         "epoch_sched": epoch_sched.state_dict() if epoch_sched else None,
         "batch_sched": batch_sched.state_dict() if batch_sched else None,
         "g_shuffle": g_shuffle.get_state(), "g_aug": g_aug.get_state(), "g_tta": g_tta.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "state": state,
     }
     buf = io.BytesIO()

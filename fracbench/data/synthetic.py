@@ -39,9 +39,17 @@ PARTS = ("forearm", "tibia", "femur", "hand")
 PART_WEIGHTS = (0.3, 0.25, 0.2, 0.25)
 KINDS = ("transverse", "oblique", "comminuted", "displaced")
 KIND_WEIGHTS = (0.3, 0.3, 0.15, 0.25)
-_TEXTURE = 0.6  # contrast of the trabecular texture
-_PHYSIS_P = 0.25  # share of children (growth plates visible)
-_CANAL_P = 0.3  # share of bones with a visible nutrient canal
+# Fracture conspicuity at difficulty 0, 1 and 2 (linear in between): gap width in pixels of a
+# 224 px image, share of bone missing in the gap, sideways shift of a displaced fragment in shaft
+# radii; then detector blur (pixels of a 224 px image) and noise (share of full scale).
+_GAP_WIDTH = (12.0, 7.0, 2.5)
+_GAP_CONTRAST = (1.0, 0.9, 0.5)
+_SHIFT = (1.2, 0.7, 0.2)
+_BLUR = (0.5, 0.8, 1.0)
+_NOISE = (0.01, 0.03, 0.05)
+_TEXTURE = 0.45  # contrast of the trabecular texture
+_PHYSIS_P = 0.15  # share of children (growth plates visible)
+_CANAL_P = 0.2  # share of bones with a visible nutrient canal
 LABEL_COLUMNS = ("id", "file", "label", "part", "kind", "boxes")
 
 
@@ -211,7 +219,7 @@ class _Bone:
         if contrast > 0:  # a nutrient canal: a thin dark slanted line through one cortex only
             d = np.abs(u - np.float32(u_c) - np.float32(slant) * v)
             cortex *= 1.0 - np.float32(contrast) * np.clip(1.1 - d, 0.0, 1.0) * (v > 0)
-        marrow = inner_chord * (0.22 + 0.35 * ends) * (1.0 + _TEXTURE * texture)  # spongy bone at the ends
+        marrow = inner_chord * (0.1 + 0.5 * ends) * (1.0 + _TEXTURE * texture)  # spongy bone at the ends
         att = cortex + marrow
         if self.notch:  # a darker notch between the two condyles of the u > 0 end
             cap_hi = 0.75 * self.r0 * self.flare_hi
@@ -246,7 +254,7 @@ def _make_bones(rng: np.random.Generator, part: str, size: int) -> tuple[list[_B
             angle=angle + d_angle,
             half=half,
             r0=r0,
-            cortex=float(rng.uniform(0.28, 0.45)),
+            cortex=float(rng.uniform(0.22, 0.35)),
             flare_lo=float(rng.uniform(1.2, 1.8)),
             flare_hi=float(rng.uniform(1.3, 1.9)),
             end_len=float(rng.uniform(0.12, 0.2)) * 2 * half,
@@ -257,15 +265,15 @@ def _make_bones(rng: np.random.Generator, part: str, size: int) -> tuple[list[_B
         )
 
     if part == "femur":
-        r = s * rng.uniform(0.07, 0.09)
+        r = s * rng.uniform(0.08, 0.1)
         half = s * rng.uniform(0.45, 0.65)
         bones = [bone(0.0, 0.0, rng.uniform(-0.15, 0.15) * s, half, r)]
         tissue = r * rng.uniform(2.8, 3.6)
     elif part in ("forearm", "tibia"):
         if part == "forearm":  # radius and ulna
-            r_a, r_b = s * rng.uniform(0.042, 0.055), s * rng.uniform(0.035, 0.045)
+            r_a, r_b = s * rng.uniform(0.05, 0.065), s * rng.uniform(0.042, 0.052)
         else:  # tibia and the slender fibula
-            r_a, r_b = s * rng.uniform(0.06, 0.075), s * rng.uniform(0.022, 0.032)
+            r_a, r_b = s * rng.uniform(0.07, 0.085), s * rng.uniform(0.03, 0.04)
         sep = (r_a + r_b) * rng.uniform(1.3, 1.7)
         half = s * rng.uniform(0.4, 0.6)
         along = rng.uniform(-0.12, 0.12) * s
@@ -277,8 +285,8 @@ def _make_bones(rng: np.random.Generator, part: str, size: int) -> tuple[list[_B
         tissue = (sep / 2 + r_a) * rng.uniform(1.7, 2.2)
     else:  # hand: three or four metacarpals fanning out from the wrist
         n = 3 + int(rng.random() < 0.5)
-        r = s * rng.uniform(0.025, 0.033)
-        half = s * rng.uniform(0.17, 0.22)
+        r = s * rng.uniform(0.033, 0.042)
+        half = s * rng.uniform(0.2, 0.26)
         spread = rng.uniform(0.12, 0.2)
         pitch = r * rng.uniform(2.6, 3.2)
         bones = []
@@ -321,8 +329,8 @@ def _pick_fracture(
         u = inside[pick] + jitter
     else:  # the shaft leaves the image: break it where it comes closest to the centre
         u = float(us[int(np.argmin([math.dist(bone.point(float(u), 0.0), (size / 2, size / 2)) for u in us]))])
-    width = scale * _lerp3(difficulty, 5.0, 1.9, 1.1) * rng.uniform(0.75, 1.3)
-    contrast = min(1.0, _lerp3(difficulty, 0.95, 0.55, 0.3) * rng.uniform(0.8, 1.15))
+    width = scale * _lerp3(difficulty, *_GAP_WIDTH) * rng.uniform(0.75, 1.3)
+    contrast = min(1.0, _lerp3(difficulty, *_GAP_CONTRAST) * rng.uniform(0.8, 1.15))
     sign = 1.0 if rng.random() < 0.5 else -1.0
     slant = rng.uniform(-0.2, 0.2)
     if kind == "oblique":
@@ -341,12 +349,12 @@ def _pick_fracture(
         float(amp * rng.uniform(0.2, 0.6)), float(rng.uniform(6.0, 12.0) / bone.r0), float(rng.uniform(0, 2 * math.pi)),
     )
     partial = 0.0
-    if kind in ("transverse", "oblique") and rng.random() < 0.3:
-        partial = rng.uniform(0.2, 0.7) * sign
+    if kind in ("transverse", "oblique") and rng.random() < 0.15:
+        partial = rng.uniform(0.2, 0.5) * sign
     shift_v = shift_u = 0.0
     if kind == "displaced":
-        shift_v = bone.r0 * _lerp3(difficulty, 0.9, 0.3, 0.12) * rng.uniform(0.7, 1.4) * sign
-        shift_u = -rng.uniform(0.0, 0.8) * abs(shift_v)
+        shift_v = bone.r0 * _lerp3(difficulty, *_SHIFT) * rng.uniform(0.7, 1.4) * sign
+        shift_u = rng.uniform(-0.5, 0.3) * abs(shift_v)
         contrast = 1.0
     return _Fracture(which, kind, float(u), float(slant), float(width), float(contrast), lines, jag,
                      float(partial), float(shift_v), float(shift_u))
@@ -377,13 +385,13 @@ def _break(
         reach = f.width / 2 + max(2.0, 0.5 * bone.r0) + abs(f.shift_u)
         mask = (support | (moved > 0.05 * bone.r0)) & (np.abs(d) <= reach)
         return att * keep_near + moved * keep_far, mask
-    g = _gap(d, f.width)
+    g = _gap(d, f.width * math.hypot(1.0, f.slant))  # width across the slanted line
     if f.partial:  # incomplete: the crack reaches across only part of the shaft
         r = bone.radius_at(f.u)
         limit = np.float32(r - 2 * r * abs(f.partial))
         g *= np.clip(limit - (v if f.partial > 0 else -v) + 0.5, 0.0, 1.0)
     for du, slant, width in f.lines:
-        g = np.maximum(g, _gap(_line_distance(u, v, f, f.u + du, slant), width))
+        g = np.maximum(g, _gap(_line_distance(u, v, f, f.u + du, slant), width * math.hypot(1.0, slant)))
     return att * (1.0 - np.float32(f.contrast) * g), support & (g > 0.3)
 
 
@@ -476,7 +484,7 @@ def render_case(rng: np.random.Generator, size: int, fractured: bool, difficulty
             kind = "none"  # cannot happen with the placement rules above; never label what is not drawn
 
     # exposure: Beer-Lambert with a heel-effect gradient, scaled to the brightest bone
-    mu = np.float32(rng.uniform(0.3, 0.5) / (0.05 * s))  # attenuation per pixel of bone
+    mu = np.float32(rng.uniform(0.2, 0.4) / (0.05 * s))  # attenuation per pixel of bone
     heel_a = np.float32(rng.uniform(-0.15, 0.15) / s)
     heel_x, heel_y = np.float32(math.cos(rng.uniform(0, 2 * math.pi))), np.float32(rng.uniform(-1, 1))
     img = np.empty((size, size), dtype=np.float32)
@@ -505,9 +513,9 @@ def render_case(rng: np.random.Generator, size: int, fractured: bool, difficulty
         h, w = block.shape
         np.maximum(img[y : y + h, x : x + w], np.float32(0.97) * block, out=img[y : y + h, x : x + w])
 
-    img = _blur(img, scale * _lerp3(difficulty, 0.5, 0.8, 1.0) * rng.uniform(0.8, 1.2))
+    img = _blur(img, scale * _lerp3(difficulty, *_BLUR) * rng.uniform(0.8, 1.2))
     noise = rng.standard_normal((size, size), dtype=np.float32)
-    noise *= np.float32(_lerp3(difficulty, 0.01, 0.035, 0.06) * rng.uniform(0.7, 1.3) * 255.0)
+    noise *= np.float32(_lerp3(difficulty, *_NOISE) * rng.uniform(0.7, 1.3) * 255.0)
     img *= np.float32(255.0)
     img += noise
     img += np.float32(0.5)
@@ -521,7 +529,7 @@ def _pick_fractures(
     """The kind and the fractures (one, or two at one level of a two-bone limb) of a fractured case."""
     kind = KINDS[int(rng.choice(len(KINDS), p=KIND_WEIGHTS))]
     if len(bones) == 2:
-        which = 0 if rng.random() < 0.6 else 1
+        which = 0 if rng.random() < 0.7 else 1
     else:
         which = int(rng.integers(len(bones)))
     fracs = [_pick_fracture(rng, bones[which], which, kind, size, difficulty)]
