@@ -130,3 +130,28 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
         raise CheckpointError(f"{path}: weights do not fit model {meta['model']!r}: {' '.join(first)}") from None
     model.eval().to(device)
     return Checkpoint(model, meta, path)
+
+
+def export_checkpoint(src: str | Path, dest_dir: str | Path, max_bytes: int = 5 * 1024 * 1024) -> Path:
+    """Copy a run's checkpoint and its run record into ``dest_dir`` so they travel together.
+
+    Used to ship the demo's small checkpoint in the repository: the sidecar's record pointer is
+    rewritten to the copied ``record.json`` beside it. Refuses weights larger than ``max_bytes``.
+    """
+    src = Path(src).with_suffix(".safetensors")
+    ck = load_checkpoint(src)  # validates before anything is copied
+    size = src.stat().st_size
+    if size > max_bytes:
+        raise CheckpointError(f"{src}: {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit for a "
+                              "checkpoint kept in the repository")
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / src.name
+    atomic_write_bytes(dest, src.read_bytes())
+    meta = dict(ck.meta)
+    record_src = src.parent.parent / "record.json"  # runs/<exp>/seed<k>/checkpoints/best.*
+    if record_src.exists():
+        atomic_write_bytes(dest_dir / "record.json", record_src.read_bytes())
+        meta["record"] = "record.json"
+    atomic_write_json(dest.with_suffix(".json"), meta)
+    return dest

@@ -494,6 +494,19 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a run's checkpoints/best.safetensors")
+    p.add_argument("--out", required=True, help="folder to copy it (and its run record) into")
+
+
+@command("export-checkpoint", "copy a small checkpoint with its run record (e.g. for the demo)", _configure_export)
+def _export(args: argparse.Namespace) -> int:
+    from fracbench.checkpoint import export_checkpoint
+
+    console.print(f"wrote {export_checkpoint(args.checkpoint, args.out)}")
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     from fracbench import __version__

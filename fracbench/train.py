@@ -479,13 +479,13 @@ def _finish(cfg, protocol, model, device, state, val_loader, test_loader, test_c
         "images_per_second": round(state["train_images"] / max(state["train_seconds"], 1e-9), 2),
         "code_version": R.code_version(),
         "created": R.now_iso(),
-        "checkpoint": str(best_path),
+        "checkpoint": "checkpoints/best.safetensors",  # relative to the record's folder
         **env,
         **extra,
     }
     save_checkpoint(ckpt_dir / "best", model, model_name=cfg.model, model_kwargs=cfg.model_kwargs,
                     image_size=cfg.image_size, channels=cfg.channels, threshold=threshold,
-                    record=str(out_dir / R.RECORD),
+                    record=f"../{R.RECORD}",  # relative to the checkpoint's folder
                     extra={"experiment": record["experiment"], "dataset": record["dataset"],
                            "protocol": cfg.protocol, "test_auroc": metrics["test"].get("auroc"),
                            "val_auroc": (metrics.get("val") or {}).get("auroc")})

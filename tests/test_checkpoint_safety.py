@@ -255,3 +255,25 @@ def test_the_payload_is_live(tmp_path: Path) -> None:
 def test_pickle_that_is_not_a_state_dict(pickle_ckpt: Path) -> None:
     torch.save([torch.zeros(3)], pickle_ckpt)
     _refused(pickle_ckpt, allow_pickle=True)
+
+
+def test_export_checkpoint_carries_its_record(tmp_path):
+    import json
+
+    import torch
+
+    from fracbench.checkpoint import CheckpointError, export_checkpoint, load_checkpoint, save_checkpoint
+    from fracbench.models import create_model
+
+    run = tmp_path / "runs" / "x" / "seed0"
+    model = create_model("tiny_cnn", image_size=32)
+    torch.manual_seed(0)
+    ck = save_checkpoint(run / "checkpoints" / "best", model, model_name="tiny_cnn", model_kwargs={},
+                         image_size=32, channels=3, threshold=0.3, record="../record.json")
+    (run / "record.json").write_text(json.dumps({"experiment": "x"}))
+    out = export_checkpoint(ck, tmp_path / "demo")
+    assert json.loads((tmp_path / "demo" / "record.json").read_text()) == {"experiment": "x"}
+    assert json.loads(out.with_suffix(".json").read_text())["record"] == "record.json"
+    assert load_checkpoint(out).threshold == 0.3
+    with pytest.raises(CheckpointError, match="limit"):
+        export_checkpoint(ck, tmp_path / "small", max_bytes=10)

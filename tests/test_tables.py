@@ -248,3 +248,19 @@ def test_other_tables_render(results: Path) -> None:
     assert row["params"] == "368,398" and row["device"] == "Test CPU" and row["profile"] == "smoke"
     assert _row(lb, "ref_resnet18")["fracbench AUROC"] == "not run"
     assert {r[0] for r in lb.rows} == set(EXPERIMENTS)
+
+
+def test_one_sided_rate_is_not_a_reproduction(tmp_path: Path) -> None:
+    """Specificity 1.0 from a model that never calls 'fractured' does not reproduce a 99.82% claim."""
+    res = tmp_path / "results"
+    d = fake_run(res, "paper_cnn_as_published", 0, "as_published", train_loss=[0.7], test_accuracy=[0.82])
+    rec = R.read_record(d)
+    m = rec["metrics"]["test"]
+    m.update(specificity=1.0, specificity_ci95=[1.0, 1.0], sensitivity=0.0, balanced_accuracy=0.5)
+    R.write_record(d, {k: v for k, v in rec.items() if k != "schema_version"})
+    claim = Claim("spec", "specificity of 99.82%", "Introduction", 0.9982, "specificity", "model_result",
+                  "paper_cnn_as_published")
+    row = dict(zip(*[claims_table(load_runs(res), EXPERIMENTS, [claim]).columns,
+                     claims_table(load_runs(res), EXPERIMENTS, [claim]).rows[0]], strict=True))
+    assert row["verdict"] == "not reproduced on synthetic"
+    assert "balanced accuracy is only 0.500" in row["reason"]

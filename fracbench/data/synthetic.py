@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import math
-import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
@@ -33,7 +32,7 @@ from fracbench.data.base import DATASETS, Box, Dataset, Fault, ImageRecord, List
 from fracbench.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 # Bump when the renderer changes what it draws: the cache folder name (SyntheticSpec.key) follows.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 PARTS = ("forearm", "tibia", "femur", "hand")
 PART_WEIGHTS = (0.3, 0.25, 0.2, 0.25)
@@ -43,7 +42,7 @@ KIND_WEIGHTS = (0.3, 0.3, 0.15, 0.25)
 # 224 px image, share of bone missing in the gap, sideways shift of a displaced fragment in shaft
 # radii; then detector blur (pixels of a 224 px image) and noise (share of full scale).
 _GAP_WIDTH = (12.0, 7.0, 2.5)
-_GAP_CONTRAST = (1.0, 0.9, 0.5)
+_GAP_CONTRAST = (1.0, 0.95, 0.5)
 _SHIFT = (1.2, 0.7, 0.2)
 _BLUR = (0.5, 0.8, 1.0)
 _NOISE = (0.01, 0.03, 0.05)
@@ -219,7 +218,7 @@ class _Bone:
         if contrast > 0:  # a nutrient canal: a thin dark slanted line through one cortex only
             d = np.abs(u - np.float32(u_c) - np.float32(slant) * v)
             cortex *= 1.0 - np.float32(contrast) * np.clip(1.1 - d, 0.0, 1.0) * (v > 0)
-        marrow = inner_chord * (0.1 + 0.5 * ends) * (1.0 + _TEXTURE * texture)  # spongy bone at the ends
+        marrow = inner_chord * (0.22 + 0.35 * ends) * (1.0 + _TEXTURE * texture)  # spongy bone at the ends
         att = cortex + marrow
         if self.notch:  # a darker notch between the two condyles of the u > 0 end
             cap_hi = 0.75 * self.r0 * self.flare_hi
@@ -254,7 +253,7 @@ def _make_bones(rng: np.random.Generator, part: str, size: int) -> tuple[list[_B
             angle=angle + d_angle,
             half=half,
             r0=r0,
-            cortex=float(rng.uniform(0.22, 0.35)),
+            cortex=float(rng.uniform(0.28, 0.45)),
             flare_lo=float(rng.uniform(1.2, 1.8)),
             flare_hi=float(rng.uniform(1.3, 1.9)),
             end_len=float(rng.uniform(0.12, 0.2)) * 2 * half,
@@ -452,6 +451,27 @@ def render_case(rng: np.random.Generator, size: int, fractured: bool, difficulty
             u, v = b.frame(xx[blk], yy[blk])
             bone_att[blk] += b.attenuation(u, v, texture[blk])
 
+    # exposure: Beer-Lambert with a heel-effect gradient; ``expo`` holds the exponent
+    mu = np.float32(rng.uniform(0.3, 0.5) / (0.05 * s))  # attenuation per pixel of bone
+    heel_a = np.float32(rng.uniform(-0.15, 0.15) / s)
+    heel_x, heel_y = np.float32(math.cos(rng.uniform(0, 2 * math.pi))), np.float32(rng.uniform(-1, 1))
+
+    def gain(blk: Window) -> np.ndarray:  # -mu times the heel effect
+        return ((xx[blk] * heel_x + yy[blk] * heel_y - np.float32(0.5 * s)) * heel_a + 1.0) * -mu
+
+    expo = np.empty((size, size), dtype=np.float32)
+    r2 = np.float32(tissue_r**2)
+    for blk in _row_blocks(whole):
+        tu, tv = axis.frame(xx[blk], yy[blk])
+        tv += np.float32(tissue_r * 0.08) * np.sin(tu * wave_f + wave_p)
+        flesh = np.sqrt(np.maximum(r2 - tv * tv, 0.0)) * flesh_k
+        flesh += np.clip(np.float32(tissue_r * 1.1) - np.abs(tv), 0.0, np.float32(0.1 * tissue_r)) * np.float32(0.15)
+        flesh += bone_att[blk]
+        flesh *= gain(blk)
+        expo[blk] = flesh
+    # the display window comes from the intact scene, so a fracture changes nothing but its own pixels
+    peak = 1.0 - math.exp(float(expo.min()))
+
     mask = np.zeros((size, size), dtype=bool)
     boxes: list[Box] = []
     kind = "none"
@@ -471,7 +491,8 @@ def render_case(rng: np.random.Generator, size: int, fractured: bool, difficulty
             if not hit:
                 continue
             for blk, delta, m in changes:
-                bone_att[blk] += delta
+                delta *= gain(blk)
+                expo[blk] += delta
                 mask[blk] |= m
             y0 = min(blk[0].start + int(np.flatnonzero(m.any(axis=1))[0]) for blk, m in hit)
             y1 = max(blk[0].start + int(np.flatnonzero(m.any(axis=1))[-1]) for blk, m in hit) + 1
@@ -480,25 +501,14 @@ def render_case(rng: np.random.Generator, size: int, fractured: bool, difficulty
             bx0, by0 = max(0.0, x0 - margin), max(0.0, y0 - margin)
             bx1, by1 = min(s, x1 + margin), min(s, y1 + margin)
             boxes.append((bx0, by0, bx1 - bx0, by1 - by0))
-        if not boxes:
-            kind = "none"  # cannot happen with the placement rules above; never label what is not drawn
+        if not boxes:  # the placement rules in _pick_fracture keep every fracture on the image
+            raise RuntimeError("synthetic: a fracture fell outside the image; please report this as a bug")
 
-    # exposure: Beer-Lambert with a heel-effect gradient, scaled to the brightest bone
-    mu = np.float32(rng.uniform(0.2, 0.4) / (0.05 * s))  # attenuation per pixel of bone
-    heel_a = np.float32(rng.uniform(-0.15, 0.15) / s)
-    heel_x, heel_y = np.float32(math.cos(rng.uniform(0, 2 * math.pi))), np.float32(rng.uniform(-1, 1))
-    img = np.empty((size, size), dtype=np.float32)
-    r2 = np.float32(tissue_r**2)
-    for blk in _row_blocks(whole):
-        tu, tv = axis.frame(xx[blk], yy[blk])
-        tv += np.float32(tissue_r * 0.08) * np.sin(tu * wave_f + wave_p)
-        flesh = np.sqrt(np.maximum(r2 - tv * tv, 0.0)) * flesh_k
-        flesh += np.clip(np.float32(tissue_r * 1.1) - np.abs(tv), 0.0, np.float32(0.1 * tissue_r)) * np.float32(0.15)
-        flesh += bone_att[blk]
-        heel = (xx[blk] * heel_x + yy[blk] * heel_y - np.float32(0.5 * s)) * heel_a + 1.0
-        flesh *= heel * -mu
-        img[blk] = 1.0 - np.exp(flesh)
-    img *= np.float32(rng.uniform(0.85, 1.0) / max(float(img.max()), 1e-6))
+    img = expo
+    np.exp(img, out=img)
+    np.subtract(1.0, img, out=img)
+    img *= np.float32(rng.uniform(0.85, 1.0) / max(peak, 1e-6))
+    np.minimum(img, np.float32(1.0), out=img)  # overlapping fragments may exceed the intact peak
     np.maximum(img, np.float32(1e-6), out=img)
     np.log(img, out=img)
     img *= np.float32(rng.uniform(0.75, 1.35))  # gamma
@@ -550,13 +560,14 @@ def _pick_fractures(
 # writing a dataset
 
 
-def _case_rng(spec: SyntheticSpec, index: int) -> np.random.Generator:
-    return np.random.default_rng([spec.seed, index])
+def case_label(spec: SyntheticSpec, index: int) -> int:
+    """Label of image ``index`` of ``spec``: the first draw of its own generator, below prevalence."""
+    return int(np.random.default_rng([spec.seed, index]).random() < spec.prevalence)
 
 
 def render_index(spec: SyntheticSpec, index: int) -> tuple[int, SyntheticCase]:
     """Label and case of image ``index`` of ``spec`` (what :func:`generate` writes)."""
-    rng = _case_rng(spec, index)
+    rng = np.random.default_rng([spec.seed, index])
     label = int(rng.random() < spec.prevalence)
     return label, render_case(rng, spec.size, bool(label), spec.difficulty)
 
@@ -576,7 +587,7 @@ def parse_boxes(text: str) -> tuple[Box, ...]:
 
 def _png_bytes(pixels: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buf, format="PNG", optimize=False, compress_level=6)
+    Image.fromarray(pixels).save(buf, format="PNG", optimize=False, compress_level=6)
     return buf.getvalue()
 
 
@@ -607,15 +618,14 @@ def generate(spec: SyntheticSpec, out_dir: Path, progress: bool = False) -> Path
     (out_dir / "spec.json").unlink(missing_ok=True)  # incomplete from here on
     images = out_dir / "images"
     images.mkdir(parents=True, exist_ok=True)
+    from fracbench.progress import track
+
     rows = []
-    step = max(1, spec.count // 20)
-    for i in range(spec.count):
+    for i in track(range(spec.count), "synthetic radiographs", total=spec.count, enabled=progress):
         label, case = render_index(spec, i)
         name = f"SYN{i:06d}"
         atomic_write_bytes(images / f"{name}.png", _png_bytes(case.pixels))
         rows.append((name, f"images/{name}.png", str(label), case.part, case.kind, format_boxes(case.boxes)))
-        if progress and ((i + 1) % step == 0 or i + 1 == spec.count):
-            print(f"synthetic: {i + 1}/{spec.count} images", file=sys.stderr, flush=True)
     keep = {f"{r[0]}.png" for r in rows}
     for stale in images.glob("SYN*.png"):  # left by an earlier, larger spec in this folder
         if stale.name not in keep:
@@ -631,12 +641,12 @@ def generate(spec: SyntheticSpec, out_dir: Path, progress: bool = False) -> Path
 
 @DATASETS.register("synthetic")
 class Synthetic(Dataset):
-    """Synthetic radiographs generated by fracbench itself (fracbench.data.synthetic).
+    """Synthetic radiographs, generated by fracbench itself (see :mod:`fracbench.data.synthetic`).
 
     Procedural long-bone X-rays (forearm, tibia, femur, hand) with transverse, oblique, comminuted
-    and displaced fractures whose boxes and masks are exact. It needs no download, so fracbench
-    runs and tests offline, and Grad-CAM localisation can be checked against true boxes. No
-    patient data is involved; the license is that of fracbench (MIT).
+    and displaced fractures whose boxes and masks are exact. Needing no download, it lets
+    fracbench run and test offline and lets Grad-CAM localisation be scored against true boxes.
+    License: the same as fracbench (MIT); it is drawn by code, so there is no patient data.
     """
 
     name = "synthetic"
