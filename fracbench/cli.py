@@ -507,6 +507,57 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_localise(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a fracbench checkpoint (.safetensors)")
+    p.add_argument("--dataset", default="fracatlas", help="a dataset with fracture boxes (fracatlas)")
+    p.add_argument("--data-dir", help="dataset folder")
+    p.add_argument("--split", default="test", help="which split of the manifest to score")
+    p.add_argument("--synthetic", type=int, default=100, help="also score N freshly rendered synthetic fractures")
+
+
+@command("localise", "Grad-CAM pointing game: share of fractured images whose heatmap peak is inside a true box",
+         _configure_localise)
+def _localise(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fracbench.cam import pointing_game
+    from fracbench.checkpoint import load_checkpoint
+    from fracbench.data import prepare
+    from fracbench.data.decode import DecodeError, decode_image
+    from fracbench.data.synthetic import render_case
+    from fracbench.io import atomic_write_json
+
+    ck = load_checkpoint(args.checkpoint)
+    prepared = prepare(args.dataset, args.data_dir, progress=not args.quiet)
+    split = {r.id: r.split for r in prepared.manifest.rows}
+    wanted = [r for r in prepared.listing.records if r.boxes and split.get(r.id) == args.split]
+
+    def real():
+        for r in wanted:
+            try:
+                yield decode_image(r.path).pixels, r.boxes
+            except DecodeError:
+                continue
+
+    out = {"checkpoint": ck.meta.get("experiment", ck.meta["model"]),
+           args.dataset: {**pointing_game(ck, real()), "images": f"{args.split} split, fractured images with boxes"}}
+    if args.synthetic:
+        rng = np.random.default_rng(2024)
+        size = max(ck.image_size, 224)
+        cases = [render_case(rng, size, True, 1.0) for _ in range(args.synthetic)]
+        out["synthetic"] = {**pointing_game(ck, cases), "images": f"{args.synthetic} rendered fractured images"}
+    path = ck.path.with_name("pointing_game.json")
+    atomic_write_json(path, out)
+    meta = dict(ck.meta, pointing_game=out[args.dataset])
+    atomic_write_json(ck.path.with_suffix(".json"), meta)
+    for name in (args.dataset, "synthetic"):
+        if name in out:
+            o = out[name]
+            console.print(f"{name}: {o['hits']}/{o['n']} heatmap peaks inside a true box (rate {o['rate']:.3f})")
+    console.print(f"wrote {path}")
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     from fracbench import __version__

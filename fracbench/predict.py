@@ -193,7 +193,9 @@ def best_checkpoint(results_dir: str | os.PathLike[str]) -> Path | None:
 
     When no checkpoint has a validation AUROC, the most recently written one; None when there is none.
     """
-    found = find_checkpoints(results_dir)
+    # a derived dataset (e.g. the leak demo's rotated copies, "fracatlas+4copies") has a leaked
+    # validation split by design: its AUROC must never win the demo's choice
+    found = [(p, m) for p, m in find_checkpoints(results_dir) if "+" not in str(m.get("dataset", ""))]
     if not found:
         return None
     scored = [(val_auroc(p, m), p) for p, m in found]
