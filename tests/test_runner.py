@@ -75,3 +75,19 @@ def test_unknown_experiment_suggests(capsys):
 
     assert main(["run", "paper_cnn_honst", "--quiet"]) == 2
     assert "paper_cnn_honest" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_run_all_smoke_profile(tmp_path, monkeypatch):
+    """The CI-sized main job: every registered experiment, smoke profile, embedded synthetic data."""
+    from fracbench.cli import main
+    from fracbench.experiments import load_all
+
+    monkeypatch.setenv("FRACBENCH_DATA", str(tmp_path / "no-data"))  # nothing downloaded: synthetic default
+    assert main(["run", "--all", "--profile", "smoke", "--results", str(tmp_path / "res"), "--quiet"]) == 0
+    ran = {p.parent.name for p in (tmp_path / "res" / "runs").glob("*/seed0")}
+    for name in load_all():
+        exp = load_all().get(name)
+        assert any(r == name or r.startswith(name + "__") for r in ran), name
+        assert exp is not None
+    assert (tmp_path / "res" / "tables" / "claims.md").exists()
