@@ -33,17 +33,38 @@ def run_dir(results: str | Path, experiment: str, seed: int) -> Path:
     return Path(results) / "runs" / experiment / f"seed{seed}"
 
 
+# what decides a result: the package and the experiment definitions (results/ and docs do not)
+_RESULT_PATHS = ("fracbench", "baselines")
+
+
 @functools.lru_cache(maxsize=1)
+def git_state() -> dict[str, Any]:
+    """The checkout's commit, whether the code or experiments differ from it, and a hash of that diff.
+
+    A record made on a dirty tree still says exactly what ran: ``git_diff_sha256`` is the SHA-256 of
+    ``git diff HEAD`` over fracbench/ and baselines/ (untracked files there are listed in the diff too).
+    """
+    import hashlib
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
+                              check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        diff = git("diff", "HEAD", "--", *_RESULT_PATHS)
+        untracked = git("ls-files", "--others", "--exclude-standard", "--", *_RESULT_PATHS)
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": "unknown", "git_dirty": False, "git_diff_sha256": None}
+    dirty = bool(diff.strip() or untracked.strip())
+    digest = hashlib.sha256((diff + "\n--untracked--\n" + untracked).encode()).hexdigest() if dirty else None
+    return {"git_commit": commit, "git_dirty": dirty, "git_diff_sha256": digest}
+
+
 def git_commit() -> tuple[str, bool]:
     """The checkout's commit and whether it has uncommitted changes ("unknown" outside git)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "fracbench"],
-                                    cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip())
-        return commit, dirty
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", False
+    st = git_state()
+    return st["git_commit"], st["git_dirty"]
 
 
 # the modules whose code changes a training result; the demo, tables or report do not
@@ -73,7 +94,6 @@ def code_version() -> str:
 def environment(device: str = "cpu") -> dict[str, Any]:
     import torch
 
-    commit, dirty = git_commit()
     name = platform.processor() or platform.machine()
     if device.startswith("cuda") and torch.cuda.is_available():
         name = torch.cuda.get_device_name(torch.device(device))
@@ -86,8 +106,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         except OSError:
             pass
     return {
-        "git_commit": commit,
-        "git_dirty": dirty,
+        **git_state(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -112,7 +131,8 @@ def write_predictions(directory: Path, rows: Iterable[Sequence[Any]]) -> Path:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "split", "label", "score"])
     for r in rows:
-        w.writerow([r[0], r[1], int(r[2]), f"{float(r[3]):.6f}"])
+        # full precision (repr round-trips a float exactly): metrics and ROC curves recompute from this file
+        w.writerow([r[0], r[1], int(r[2]), repr(float(r[3]))])
     return atomic_write_bytes(Path(directory) / PREDICTIONS, buf.getvalue().encode())
 
 
