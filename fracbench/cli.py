@@ -174,6 +174,8 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", help="results folder (default: results/ of the checkout)")
     p.add_argument("--device", help="cpu, cuda, ... (default: auto)")
     p.add_argument("--no-tables", action="store_true", help="do not regenerate tables at the end")
+    p.add_argument("--external-data-dir", action="append", default=[], metavar="DATASET=PATH",
+                   help="folder of a dataset that experiments test on externally (e.g. fracatlas=PATH); repeatable")
 
 
 @command("run", "reproduce: run experiments x seeds on one manifest (resumable)", _configure_run)
@@ -187,9 +189,16 @@ def _run(args: argparse.Namespace) -> int:
         console.print("name experiments to run, or use --all (see `fracbench list`)")
         return 2
     results = Path(args.results) if args.results else None
+    external = {}
+    for item in args.external_data_dir:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            console.print(f"--external-data-dir {item!r}: expected DATASET=PATH, e.g. fracatlas=~/data/fracatlas")
+            return 2
+        external[name] = path
     outcomes = run_experiments(select(args.names, args.all), dataset=args.dataset, data_dir=args.data_dir,
                                profile=args.profile, n_seeds=args.seeds, results=results, device=args.device,
-                               progress=not args.quiet)
+                               progress=not args.quiet, run_all=args.all, external_data=external)
     done = [o.record for o in outcomes if o.record]
     if results is None:
         dataset = done[0]["dataset"] if done else (args.dataset or "synthetic")

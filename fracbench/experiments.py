@@ -7,7 +7,10 @@ paper it stands. Adding an experiment is adding one YAML file.
 ``kind`` says how fracbench.runner runs it (default "train": one fit per seed; others are the
 runner functions registered in ``fracbench.runner.EXPERIMENT_KINDS``, e.g. "leak_demo"). Settings
 of a kind that are not training hyperparameters go under ``options``; a profile may change them
-under its own ``options`` key.
+under its own ``options`` key; ``options.split`` picks one of the dataset's split modes (e.g.
+multiregion's "published" or "grouped" manifest). ``datasets`` lists the datasets an experiment is
+made for: a dataset that has such experiments runs only those under ``run --all`` (its own suite),
+every other dataset runs the experiments that name none.
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ class Experiment:
     path: str = ""
     kind: str = "train"  # how fracbench.runner runs it: a name in fracbench.runner.EXPERIMENT_KINDS
     options: dict[str, Any] = field(default_factory=dict)  # the kind's own settings (not TrainConfig)
+    datasets: tuple[str, ...] = ()  # the datasets it is made for ("" = any); see applies_to
+
+    def applies_to(self, dataset: str) -> bool:
+        """Whether ``run --all --dataset DATASET`` runs it: experiments made for named datasets run only there."""
+        return not self.datasets or dataset in self.datasets
 
     def train_config(self, profile: str = "full", seed: int = 0, **overrides: Any) -> TrainConfig:
         """The resolved config of this experiment under ``profile`` for ``seed``."""
@@ -94,7 +102,7 @@ def load_experiment(path: Path) -> Experiment:
     if missing:
         raise ValueError(f"{path}: missing keys {missing}")
     known = {"name", "title", "model", "protocol", "config", "seeds", "citation", "table", "notes", "dataset",
-             "profiles", "paper", "kind", "options"}
+             "profiles", "paper", "kind", "options", "datasets"}
     extra = sorted(set(raw) - known)
     if extra:
         raise ValueError(f"{path}: unknown keys {extra}")
@@ -108,6 +116,7 @@ def load_experiment(path: Path) -> Experiment:
         table=raw.get("table", ""), notes=raw.get("notes", ""), dataset=raw.get("dataset"),
         profiles={k: dict(v or {}) for k, v in (raw.get("profiles") or {}).items()}, paper=paper, path=str(path),
         kind=str(raw.get("kind") or "train"), options=dict(raw.get("options") or {}),
+        datasets=tuple(raw.get("datasets") or ()),
     )
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fracbench.data.base import SPLITS
-from fracbench.data.manifest import DEFAULT_FRACTIONS, Manifest, ManifestRow
+from fracbench.data.manifest import DEFAULT_FRACTIONS, Manifest, ManifestRow, deal
 
 LEAK_VERSION = 1
 # np.rot90 turns counter-clockwise; the copies are made from the decoded, resized square image
@@ -97,14 +97,8 @@ def select_sources(rows: Sequence[ManifestRow], n: int = 0, balance: bool = Fals
 
 def _deal(n_images: Sequence[int], order: Sequence[int], fractions: Sequence[float]) -> dict[int, str]:
     """Give each item (in ``order``) to the split furthest below its share of images."""
-    total = sum(n_images[i] for i in order)
-    got = dict.fromkeys(SPLITS, 0)
-    out = {}
-    for i in order:
-        s = max(SPLITS, key=lambda s: (fractions[SPLITS.index(s)] * total - got[s], -SPLITS.index(s)))
-        out[i] = s
-        got[s] += n_images[i]
-    return out
+    share = {s: fractions[k] for k, s in enumerate(SPLITS)}
+    return deal([n_images[i] for i in order], SPLITS, share, items=order)
 
 
 def naive_splits(n: int, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> list[str]:

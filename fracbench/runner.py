@@ -65,6 +65,12 @@ class Outcome:
     error: str = ""
 
 
+def suite(experiments: Sequence[Experiment], dataset: str) -> list[Experiment]:
+    """What ``run --all`` runs on ``dataset``: the experiments made for it, else those made for no dataset."""
+    own = [e for e in experiments if dataset in e.datasets]
+    return own or [e for e in experiments if not e.datasets]
+
+
 def select(names: Sequence[str], run_all: bool) -> list[Experiment]:
     reg = load_all()
     if run_all or not names:
@@ -85,8 +91,14 @@ def is_current(record: dict[str, Any] | None, cfg_dict: dict[str, Any], manifest
 
 def run_experiments(experiments: Sequence[Experiment], *, dataset: str | None = None, data_dir: str | None = None,
                     profile: str = "cpu", n_seeds: int | None = None, results: Path | None = None,
-                    device: str | None = None, progress: bool = True, split_seed: int = 0) -> list[Outcome]:
-    """Run each experiment x seed on one manifest; return what happened to each."""
+                    device: str | None = None, progress: bool = True, split_seed: int = 0,
+                    run_all: bool = False, external_data: dict[str, str] | None = None) -> list[Outcome]:
+    """Run each experiment x seed on one dataset; return what happened to each.
+
+    ``run_all`` narrows ``experiments`` to the dataset's suite (``suite``); experiments named one
+    by one that are made for other datasets are refused. ``external_data`` maps a dataset name to
+    its folder for experiments that test on a second dataset (default: the data home).
+    """
     from fracbench.data import find_default_dataset, prepare
     from fracbench.data.summary import summarize
     from fracbench.paths import default_results_dir
@@ -103,6 +115,12 @@ def run_experiments(experiments: Sequence[Experiment], *, dataset: str | None = 
     elif dataset is None:
         raise ValueError("--data-dir given without --dataset: say which layout it has (fracatlas, mura, imagefolder)")
 
+    if run_all:
+        experiments = suite(experiments, dataset)
+    wrong = [e.name for e in experiments if not e.applies_to(dataset)]
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)}: made for {', '.join(sorted({d for e in experiments for d in e.datasets}))}, "
+                         f"not {dataset}; pass --dataset accordingly")
     # one folder per dataset, so runs on different manifests never overwrite or mix with each other
     results = Path(results or default_results_dir() / dataset)
     outcomes: list[Outcome] = []
@@ -119,7 +137,8 @@ def run_experiments(experiments: Sequence[Experiment], *, dataset: str | None = 
         atomic_write_json(results / "data" / f"{manifest.dataset}.json", summary)
         say(f"{manifest.dataset}: {len(manifest.rows)} images, manifest {manifest.fingerprint[:12]}, "
             f"{len(prepared.faults)} faults reported (`fracbench data info {manifest.dataset}`)")
-        ctx = RunContext(prepared, manifest, profile, device, results, R.code_version(), progress)
+        ctx = RunContext(prepared, manifest, profile, device, results, R.code_version(), progress,
+                         external_data=dict(external_data or {}), split_seed=split_seed)
         for exp in experiments:
             for seed in exp.seeds_for(profile, n_seeds):
                 try:
@@ -144,6 +163,20 @@ class RunContext:
     code: str  # fracbench.results.code_version() at the start of the run
     progress: bool = True
     memo: dict[Any, Any] = field(default_factory=dict)  # caches and derived data shared across seeds
+    external_data: dict[str, str] = field(default_factory=dict)  # dataset name -> folder, for external tests
+    split_seed: int = 0
+
+    def manifest_for(self, exp: Experiment) -> Any:
+        """The manifest ``exp`` trains on: the run's, or the split mode its ``options.split`` names (written
+        beside the run's manifest as <dataset>-<mode>.csv)."""
+        mode = exp.options_for(self.profile).get("split")
+        if not mode:
+            return self.manifest
+        manifest = self.prepared.manifest_for(mode, seed=self.split_seed)
+        if manifest is not self.manifest and ("written", mode) not in self.memo:
+            manifest.write(self.results / "manifests" / f"{manifest.dataset}-{mode}.csv")
+            self.memo[("written", mode)] = True
+        return manifest
 
     def cache(self, size: int, manifest: Any = None) -> Any:
         """The decode cache of ``manifest`` (default: the run's) at ``size``, built once per run."""
@@ -178,7 +211,16 @@ def _run_one(exp: Experiment, seed: int, ctx: RunContext) -> Outcome:
         cfg = exp.train_config(ctx.profile, seed, device=ctx.device)
     except Exception as exc:  # a bad experiment file: recorded, the rest go on
         return _failed(exp, seed, ctx.profile, R.run_dir(ctx.results, exp.name, seed), exc)
-    return _fit(ctx, exp, seed, exp.name, cfg, ctx.manifest)
+    manifest = ctx.manifest_for(exp)
+    extra = None
+    if exp.options_for(ctx.profile).get("split"):
+        from fracbench.anatomy import leak_info
+
+        key = ("leak_info", manifest.fingerprint)
+        if key not in ctx.memo:
+            ctx.memo[key] = leak_info(ctx.prepared, manifest, split=exp.options_for(ctx.profile)["split"])
+        extra = {"leak": ctx.memo[key]}
+    return _fit(ctx, exp, seed, exp.name, cfg, manifest, extra=extra)
 
 
 def _fit(ctx: RunContext, exp: Experiment, seed: int, name: str, cfg: Any, manifest: Any,
@@ -212,6 +254,45 @@ def _fit(ctx: RunContext, exp: Experiment, seed: int, name: str, cfg: Any, manif
         raise
     except Exception as exc:
         return _failed(exp, seed, ctx.profile, out, exc, name)
+
+
+@EXPERIMENT_KINDS.register("external")
+def run_external(ctx: RunContext, exp: Experiment, seed: int) -> list[Outcome]:
+    """Train on the run's dataset (``options.split``) and test on another dataset's test split.
+
+    Options: ``external`` (the dataset tested on, e.g. fracatlas; its folder from --external-data-dir
+    or the data home) and ``split``. The external test images that also occur in the training
+    dataset (any split; by content) are left out and counted in ``record["external"]``.
+    """
+    from fracbench import anatomy
+
+    opts = exp.options_for(ctx.profile)
+    out = R.run_dir(ctx.results, exp.name, seed)
+    try:
+        cfg = exp.train_config(ctx.profile, seed, device=ctx.device)
+        name = str(opts["external"])
+        key = ("external", name, opts.get("split"))
+        if key not in ctx.memo:
+            from fracbench.data import prepare
+
+            try:
+                ext = prepare(name, ctx.external_data.get(name), seed=ctx.split_seed, progress=ctx.progress)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"{exc} (the external test set of {exp.name}; pass "
+                                        f"--external-data-dir {name}=PATH)") from None
+            combined, info = anatomy.external_manifest(ctx.manifest_for(exp), ext, ctx.prepared)
+            leak = {"split": "external", "split_title": anatomy.SPLIT_TITLES["external"],
+                    "test_images": sum(r.split == "test" for r in combined.rows),
+                    "test_exact_in_train": 0, "test_exact_in_train_share": 0.0,
+                    "test_near_in_train": 0, "test_near_in_train_share": 0.0,
+                    "note": "test images that also occur in the training dataset were left out (record['external'])"}
+            ctx.memo[key] = (combined, info, leak)
+        combined, info, leak = ctx.memo[key]
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return [_failed(exp, seed, ctx.profile, out, exc)]
+    return [_fit(ctx, exp, seed, exp.name, cfg, combined, extra={"external": info, "leak": leak})]
 
 
 @EXPERIMENT_KINDS.register("leak_demo")

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fracbench.data import fracatlas, imagefolder, mura, synthetic  # noqa: F401  (registers datasets)
+from fracbench.data import fracatlas, imagefolder, multiregion, mura, synthetic  # noqa: F401  (registers datasets)
 from fracbench.data.base import DATASETS, Dataset, Fault, ImageRecord, Listing
 
 __all__ = ["DATASETS", "Dataset", "Fault", "ImageRecord", "Listing", "Prepared", "find_default_dataset",
@@ -31,6 +31,8 @@ def open_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> D
     if not root.exists():
         hint = {
             "fracatlas": "Run `fracbench data download fracatlas`, or pass --data-dir PATH to an unpacked copy.",
+            "multiregion": "Download 'Bone Fracture Multi-Region X-ray Data' from Kaggle and pass --data-dir to the "
+                           "folder holding train/ and test/.",
             "mura": "MURA needs registration at https://stanfordmlgroup.github.io/competitions/mura/ ; "
                     "pass --data-dir PATH/TO/MURA-v1.1.",
         }.get(name, "Pass --data-dir PATH.")
@@ -60,10 +62,26 @@ class Prepared:
     index: ImageIndex  # noqa: F821
     duplicates: list = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)  # listing + decoding + split faults
+    split_mode: str = "given"  # how ``manifest`` was split (fracbench.data.manifest.SPLIT_MODES)
+    _other: dict = field(default_factory=dict, repr=False)  # manifests of other split modes, dealt on demand
 
     @property
     def name(self) -> str:
         return self.dataset.name
+
+    def manifest_for(self, mode: str | None = None, seed: int = 0) -> Manifest:  # noqa: F821
+        """The manifest under split ``mode`` (default: the one prepared); other modes are dealt on demand."""
+        from fracbench.data.manifest import make_manifest
+
+        if mode is None or mode == self.split_mode:
+            return self.manifest
+        if mode not in self.dataset.split_modes:
+            raise ValueError(f"{self.name} offers the split modes {', '.join(self.dataset.split_modes)}, not {mode!r}")
+        key = (mode, seed)
+        if key not in self._other:
+            self._other[key] = make_manifest(self.name, self.dataset.root, self.index, self.duplicates, seed=seed,
+                                             mode=mode)[0]
+        return self._other[key]
 
 
 def prepare(name: str, data_dir: str | os.PathLike[str] | None = None, seed: int = 0,
@@ -76,11 +94,12 @@ def prepare(name: str, data_dir: str | os.PathLike[str] | None = None, seed: int
     ds = open_dataset(name, data_dir)
     listing = ds.scan()
     index = build_index(listing.records, progress=progress)
-    dups = find_duplicates(index)
+    dups = find_duplicates(index, progress=progress)
+    mode = ds.default_split
     if manifest_path:
         manifest = Manifest.read(manifest_path, ds.name, ds.root)
         split_faults: list[Fault] = []
     else:
-        manifest, split_faults = make_manifest(ds.name, ds.root, index, dups, seed=seed)
+        manifest, split_faults = make_manifest(ds.name, ds.root, index, dups, seed=seed, mode=mode)
     faults = list(listing.faults) + list(index.faults) + split_faults
-    return Prepared(ds, manifest, listing, index, dups, faults)
+    return Prepared(ds, manifest, listing, index, dups, faults, split_mode=mode)

@@ -59,6 +59,9 @@ class Dataset(ABC):
     citation: ClassVar[str] = ""
     license: ClassVar[str] = ""
     url: ClassVar[str] = ""
+    # how fracbench splits it by default, and the other manifests it offers (fracbench.data.manifest.SPLIT_MODES)
+    default_split: ClassVar[str] = "given"
+    split_modes: ClassVar[tuple[str, ...]] = ("given",)
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()

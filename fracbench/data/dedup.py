@@ -3,7 +3,8 @@
 Exact duplicates share a file SHA-256 or a decoded-pixel SHA-256. Near-duplicates have perceptual
 hashes within ``max_distance`` bits under one of the eight rotations/flips (so a rotated or
 mirrored copy is caught), and are confirmed by comparing their thumbnails pixel by pixel under
-that same transform.
+that same transform. Copies turned by a few degrees, zoomed or cropped are then found by keypoint
+matching confirmed by pixel correlation (fracbench.data.nearcopy), and join the same groups.
 """
 
 from __future__ import annotations
@@ -53,8 +54,12 @@ class _UnionFind:
 
 
 def find_duplicates(index: ImageIndex, max_distance: int = MAX_DISTANCE,
-                    max_pixel_diff: float = MAX_PIXEL_DIFF) -> list[DuplicateGroup]:
-    """Groups of two or more images that are copies of one another, sorted by first member."""
+                    max_pixel_diff: float = MAX_PIXEL_DIFF, keypoints: bool = True,
+                    progress: bool = False) -> list[DuplicateGroup]:
+    """Groups of two or more images that are copies of one another, sorted by first member.
+
+    ``keypoints`` adds the check for turned/zoomed/cropped copies (fracbench.data.nearcopy).
+    """
     n = len(index.records)
     ok = np.flatnonzero(index.ok)
     uf = _UnionFind(n)
@@ -89,6 +94,12 @@ def find_duplicates(index: ImageIndex, max_distance: int = MAX_DISTANCE,
             diff = np.abs(index.thumbs[i].astype(np.int16) - tj.astype(np.int16))
             if diff.mean() <= max_pixel_diff and (diff <= CLOSE).mean() >= MIN_CLOSE_SHARE:
                 uf.union(i, j)
+
+    if keypoints and len(ok) > 1:
+        from fracbench.data.nearcopy import find_near_copies
+
+        find_near_copies(index.mids, ok, same=lambda a, b: uf.find(a) == uf.find(b), join=uf.union,
+                         progress=progress)
 
     members: dict[int, list[int]] = {}
     for i in ok:

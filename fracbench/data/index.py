@@ -3,7 +3,8 @@
 Every image is decoded once here (and remembered in the cache, keyed by path, size and mtime),
 giving what splitting, duplicate detection, ``data info`` and the audit need: a file SHA-256, a
 SHA-256 of the decoded pixels, 64-bit perceptual hashes of the eight rotations/flips of the image,
-a small thumbnail for pixel confirmation of near-duplicates, and the decoder's faults.
+a small thumbnail for pixel confirmation of near-duplicates, a 128 px square for the keypoint
+check of turned/zoomed/cropped copies (fracbench.data.nearcopy), and the decoder's faults.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from fracbench.io import atomic_write_bytes, atomic_write_json
 from fracbench.paths import cache_dir
 
 THUMB = 32  # thumbnail side used for perceptual hashes and pixel confirmation
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: the 128 px squares for fracbench.data.nearcopy
 
 
 @dataclass
@@ -35,6 +36,7 @@ class ImageIndex:
     pixel_sha256: list[str]
     phash: np.ndarray  # (N, 8) uint64: perceptual hash of each dihedral transform (0 = identity)
     thumbs: np.ndarray  # (N, THUMB, THUMB) uint8
+    mids: np.ndarray  # (N, MID, MID) uint8: the keypoint check's squares (fracbench.data.nearcopy)
     shapes: np.ndarray  # (N, 2) int: decoded height, width
     faults: list[Fault]  # unreadable and truncated files
 
@@ -72,6 +74,7 @@ def _describe(path: str) -> tuple[int, int]:
 def build_index(records: Sequence[ImageRecord], progress: bool = True, use_cache: bool = True) -> ImageIndex:
     """Decode every record once (or reuse the cached facts) and hash it."""
     from fracbench.data.decode import DecodeError, decode_image
+    from fracbench.data.nearcopy import MID, mid_image
     from fracbench.progress import track
 
     n = len(records)
@@ -80,6 +83,7 @@ def build_index(records: Sequence[ImageRecord], progress: bool = True, use_cache
     psha = [""] * n
     ph = np.zeros((n, 8), np.uint64)
     thumbs = np.zeros((n, THUMB, THUMB), np.uint8)
+    mids = np.zeros((n, MID, MID), np.uint8)
     shapes = np.zeros((n, 2), np.int64)
     faults: list[Fault] = []
 
@@ -107,6 +111,7 @@ def build_index(records: Sequence[ImageRecord], progress: bool = True, use_cache
                     "pixel_sha256": hashlib.sha256(px.tobytes() + str(px.shape).encode()).hexdigest(),
                     "phash": [str(phash64(v)) for v in dihedral(t)],
                     "thumb": t,
+                    "mid": mid_image(px),
                     "shape": list(px.shape[:2]),
                     "warnings": list(decoded.warnings),
                 }
@@ -120,13 +125,14 @@ def build_index(records: Sequence[ImageRecord], progress: bool = True, use_cache
         fsha[i], psha[i] = cached["file_sha256"], cached["pixel_sha256"]
         ph[i] = np.array([int(v) for v in cached["phash"]], dtype=np.uint64)
         thumbs[i] = cached["thumb"]
+        mids[i] = cached["mid"]
         shapes[i] = cached["shape"]
         for w in cached.get("warnings", []):
             kind = "truncated" if w.startswith("truncated") else "decode_warning"
             faults.append(Fault(rec.path, kind, w))
     if store:
         store.save()
-    return ImageIndex(list(records), ok, fsha, psha, ph, thumbs, shapes, faults)
+    return ImageIndex(list(records), ok, fsha, psha, ph, thumbs, mids, shapes, faults)
 
 
 class _IndexStore:
@@ -138,15 +144,19 @@ class _IndexStore:
         self.dir = cache_dir() / "index"
         self.meta_path = self.dir / f"{key}.json"
         self.thumb_path = self.dir / f"{key}.thumbs.npy"
+        self.mid_path = self.dir / f"{key}.mids.npy"
         self.entries: dict[str, dict] = {}
         self.thumbs: list[np.ndarray] = []
+        self.mids: list[np.ndarray] = []
         self.dirty = False
         try:
             meta = json.loads(self.meta_path.read_text())
             thumbs = np.load(self.thumb_path, allow_pickle=False)
-            if meta.get("version") == INDEX_VERSION and len(thumbs) == meta["n_thumbs"]:
+            mids = np.load(self.mid_path, allow_pickle=False)
+            if meta.get("version") == INDEX_VERSION and len(thumbs) == meta["n_thumbs"] == len(mids):
                 self.entries = meta["entries"]
                 self.thumbs = list(thumbs)
+                self.mids = list(mids)
         except (OSError, ValueError, KeyError):
             pass  # no cache yet, or a damaged one: rebuild
 
@@ -157,14 +167,16 @@ class _IndexStore:
         out = dict(e)
         if out["ok"]:
             out["thumb"] = self.thumbs[out["thumb_idx"]]
+            out["mid"] = self.mids[out["thumb_idx"]]
         return out
 
     def put(self, path: str, stamp: tuple[int, int], entry: dict) -> None:
-        e = {k: v for k, v in entry.items() if k != "thumb"}
+        e = {k: v for k, v in entry.items() if k not in ("thumb", "mid")}
         e["stamp"] = list(stamp)
         if entry["ok"]:
             e["thumb_idx"] = len(self.thumbs)
             self.thumbs.append(entry["thumb"])
+            self.mids.append(entry["mid"])
         self.entries[path] = e
         self.dirty = True
 
@@ -173,8 +185,12 @@ class _IndexStore:
             return
         import io
 
-        buf = io.BytesIO()
-        arr = np.stack(self.thumbs) if self.thumbs else np.zeros((0, THUMB, THUMB), np.uint8)
-        np.save(buf, arr, allow_pickle=False)
-        atomic_write_bytes(self.thumb_path, buf.getvalue())
+        from fracbench.data.nearcopy import MID
+
+        for path, items, side in ((self.thumb_path, self.thumbs, THUMB), (self.mid_path, self.mids, MID)):
+            buf = io.BytesIO()
+            arr = np.stack(items) if items else np.zeros((0, side, side), np.uint8)
+            np.save(buf, arr, allow_pickle=False)
+            atomic_write_bytes(path, buf.getvalue())
+        arr = self.thumbs
         atomic_write_json(self.meta_path, {"version": INDEX_VERSION, "n_thumbs": len(arr), "entries": self.entries})

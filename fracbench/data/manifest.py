@@ -13,6 +13,7 @@ import hashlib
 import io
 import random
 from collections import defaultdict
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,31 @@ def _rel(path: str, root: Path) -> str:
         return Path(path).resolve().as_posix()
 
 
+def deal(sizes: Sequence[int], splits: Sequence[str], share: Mapping[str, float],
+         items: Sequence[Hashable] | None = None) -> dict[Hashable, str]:
+    """Give each item, in order, to the split furthest below its share of images (ties: the earlier split).
+
+    The one dealing rule of fracbench's splits (manifests and the leak demo): ``sizes[i]`` images
+    go with item ``i``; ``share`` maps each split to its fraction of the total.
+    """
+    items = list(range(len(sizes))) if items is None else list(items)
+    total = sum(sizes)
+    got = dict.fromkeys(splits, 0)
+    out: dict[Hashable, str] = {}
+    for item, n in zip(items, sizes):
+        s = max(splits, key=lambda s: (share[s] * total - got[s], -list(splits).index(s)))
+        out[item] = s
+        got[s] += n
+    return out
+
+
+SPLIT_MODES = {
+    "given": "the dataset's own splits kept per duplicate group (a group that crosses them moves to test)",
+    "published": "the dataset's own splits kept image by image, copies across them included",
+    "grouped": "the dataset's own splits ignored: every duplicate group dealt to one split",
+}
+
+
 def make_manifest(
     dataset: str,
     root: Path,
@@ -100,13 +126,19 @@ def make_manifest(
     duplicates: list[DuplicateGroup],
     seed: int = 0,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    mode: str = "given",
 ) -> tuple[Manifest, list[Fault]]:
     """Assign splits to every readable record; return the manifest and split-level faults.
 
-    Splits fixed by the dataset (MURA's official valid set, an image folder's train/val/test)
-    are kept. The remaining groups are shuffled by ``seed`` within strata of (label, body part)
-    and dealt to the free splits so each reaches its share of images.
+    ``mode`` (``SPLIT_MODES``) says what happens to splits fixed by the dataset (MURA's official
+    valid set, an image folder's train/val/test): "given" keeps them for whole duplicate groups,
+    "published" keeps them image by image (what a user of the release trains on, leaks included),
+    "grouped" ignores them. The remaining groups are shuffled by ``seed`` within strata of
+    (label, body part) and dealt to the free splits so each reaches its share of images; a preset
+    train split without a val split is the pool val is carved from.
     """
+    if mode not in SPLIT_MODES:
+        raise ValueError(f"unknown split mode {mode!r}; expected one of {', '.join(SPLIT_MODES)}")
     recs = index.records
     root = Path(root).resolve()
     faults: list[Fault] = []
@@ -123,58 +155,60 @@ def make_manifest(
         for other in roots[1:]:
             parent[other] = roots[0]
     gid = [find(r.group) for r in recs]
-    members: dict[str, list[int]] = defaultdict(list)
+    given_of = ["" if mode == "grouped" else recs[k].split for k in range(len(recs))]
+    # the unit dealt to a split: a duplicate group, or under "published" a group's part in one given split
+    unit = [(gid[k], given_of[k]) if mode == "published" else (gid[k], "") for k in range(len(recs))]
+    members: dict[tuple[str, str], list[int]] = defaultdict(list)
     for k in range(len(recs)):
         if index.ok[k]:
-            members[gid[k]].append(k)
+            members[unit[k]].append(k)
 
-    preset_splits = {recs[k].split for k in range(len(recs)) if recs[k].split}
+    preset_splits = {s for s in given_of if s}
     # a preset "train" without a preset "val" is a pool from which val is carved
     pool_from_train = "train" in preset_splits and "val" not in preset_splits
     fixed = {s for s in preset_splits if not (s == "train" and pool_from_train)}
     free = [s for s in SPLITS if s not in fixed]
 
-    split_of: dict[str, str] = {}
-    pool: list[str] = []
-    for g, ks in members.items():
-        given = {recs[k].split for k in ks if recs[k].split and recs[k].split in fixed}
-        if len(given) > 1:
+    split_of: dict[tuple[str, str], str] = {}
+    pool: list[tuple[str, str]] = []
+    by_group: dict[str, set[str]] = defaultdict(set)
+    for u, ks in members.items():
+        by_group[u[0]].update(given_of[k] for k in ks if given_of[k])
+    for g, present in sorted(by_group.items()):
+        if len(present) > 1:
+            k0 = next(k for u, ks in members.items() if u[0] == g for k in ks)
             faults.append(
-                Fault(recs[ks[0]].path, "group_crosses_given_splits",
-                      f"group {g} has copies in the dataset's own splits {sorted(given)}: a leak in the given split")
+                Fault(recs[k0].path, "group_crosses_given_splits",
+                      f"group {g} has copies in the dataset's own splits {sorted(present)}: a leak in the given split")
             )
+    for u, ks in members.items():
+        given = {given_of[k] for k in ks if given_of[k] in fixed}
         if given:
-            split_of[g] = sorted(given, key=SPLITS.index)[-1] if len(given) == 1 else "test"
+            split_of[u] = sorted(given, key=SPLITS.index)[-1] if len(given) == 1 else "test"
         else:
-            pool.append(g)
+            pool.append(u)
 
     if pool and free:
         share = {s: fractions[SPLITS.index(s)] for s in free}
         total = sum(share.values())
         share = {s: v / total for s, v in share.items()}
-        strata: dict[tuple[int, str], list[str]] = defaultdict(list)
-        for g in sorted(pool):
-            ks = members[g]
-            strata[(max(recs[k].label for k in ks), recs[ks[0]].part)].append(g)
+        strata: dict[tuple[int, str], list[tuple[str, str]]] = defaultdict(list)
+        for u in sorted(pool):
+            ks = members[u]
+            strata[(max(recs[k].label for k in ks), recs[ks[0]].part)].append(u)
         for key in sorted(strata):
-            groups = strata[key]
-            random.Random(f"{seed}|{key}").shuffle(groups)
-            n_images = sum(len(members[g]) for g in groups)
-            got = {s: 0 for s in free}
-            for g in groups:
-                # deal to the split furthest below its target share
-                s = max(free, key=lambda s: (share[s] * n_images - got[s], -free.index(s)))
-                split_of[g] = s
-                got[s] += len(members[g])
+            units = strata[key]
+            random.Random(f"{seed}|{key}").shuffle(units)
+            split_of.update(deal([len(members[u]) for u in units], free, share, items=units))
     elif pool:
-        for g in pool:
-            split_of[g] = "train"
+        for u in pool:
+            split_of[u] = "train"
 
     rows = []
     for k, r in enumerate(recs):
         if not index.ok[k]:
             continue
-        rows.append(ManifestRow(r.id, _rel(r.path, root), int(r.label), gid[k], r.part, split_of[gid[k]],
+        rows.append(ManifestRow(r.id, _rel(r.path, root), int(r.label), gid[k], r.part, split_of[unit[k]],
                                 index.file_sha256[k]))
     rows.sort(key=lambda r: (SPLITS.index(r.split), r.id))
     return Manifest(dataset, root, rows), faults

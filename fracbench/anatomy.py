@@ -1,0 +1,149 @@
+"""Claim anatomy: where a 99.8% comes from on a leaky public set, and what is left without the leak.
+
+The same model is trained on one dataset's *published* split (its release's own train/test
+folders, copies across them included), on a *grouped* re-split in which no exact or near-duplicate
+group crosses train/val/test, and tested *externally* on another dataset's test split (minus the
+images the two datasets share). Beside each record go the numbers that explain it: how many test
+images have an exact copy in train, how many an exact or near copy, and how close each test image's
+nearest training image is.
+
+Pure computation over a prepared dataset (its index and duplicate groups) and manifests; the
+runner (fracbench.runner's ``external`` kind) and the records are the edges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fracbench.data.manifest import Manifest, ManifestRow
+
+SPLIT_TITLES = {
+    "published": "published split (the release's own train/test folders)",
+    "grouped": "grouped split (no duplicate or near-duplicate group crosses train/val/test)",
+    "external": "external test (trained on the grouped split, tested on another dataset)",
+}
+NN_SIMILAR = 0.95  # descriptor similarity (fracbench.data.nearcopy) reported as "a very similar training image"
+
+
+def _rows_by_index(prepared: Any, manifest: Manifest) -> dict[str, list[int]]:
+    """Index positions (into prepared.index.records) of each split of ``manifest``, by record id."""
+    pos = {r.id: i for i, r in enumerate(prepared.index.records)}
+    out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for r in manifest.rows:
+        if r.id in pos and r.split in out:
+            out[r.split].append(pos[r.id])
+    return out
+
+
+def copy_shares(prepared: Any, manifest: Manifest) -> dict[str, Any]:
+    """How many test images of ``manifest`` have an exact copy, or an exact or near copy, in its train split.
+
+    Exact: the same file bytes or the same decoded pixels. Near: the same duplicate group
+    (fracbench.data.dedup: turned, flipped, zoomed, cropped or re-encoded copies).
+    """
+    idx = prepared.index
+    rows = _rows_by_index(prepared, manifest)
+    train = rows["train"]
+    train_keys = {idx.file_sha256[i] for i in train} | {idx.pixel_sha256[i] for i in train}
+    group_of: dict[int, int] = {}
+    for g, dup in enumerate(prepared.duplicates):
+        for i in dup.members:
+            group_of[i] = g
+    train_groups = {group_of[i] for i in train if i in group_of}
+    test = rows["test"]
+    exact = [i for i in test if idx.file_sha256[i] in train_keys or idx.pixel_sha256[i] in train_keys]
+    near = [i for i in test if i in exact or group_of.get(i, -1) in train_groups]
+    n = len(test)
+    return {"test_images": n,
+            "test_exact_in_train": len(exact), "test_exact_in_train_share": len(exact) / n if n else None,
+            "test_near_in_train": len(near), "test_near_in_train_share": len(near) / n if n else None}
+
+
+def nn_similarity(prepared: Any, manifest: Manifest) -> dict[str, Any]:
+    """Each test image's highest descriptor similarity to any training image: median, 90th percentile, share >= NN_SIMILAR."""
+    from fracbench.data.nearcopy import nearest_similarity
+
+    rows = _rows_by_index(prepared, manifest)
+    sim = nearest_similarity(prepared.index.mids[rows["test"]], prepared.index.mids[rows["train"]])
+    if not len(sim):
+        return {"median": None, "p90": None, "share_above_threshold": None, "threshold": NN_SIMILAR}
+    return {"median": float(np.median(sim)), "p90": float(np.percentile(sim, 90)),
+            "share_above_threshold": float((sim >= NN_SIMILAR).mean()), "threshold": NN_SIMILAR}
+
+
+def leak_info(prepared: Any, manifest: Manifest, split: str) -> dict[str, Any]:
+    """What a record of an experiment on ``manifest`` carries under ``record["leak"]``."""
+    return {"split": split, "split_title": SPLIT_TITLES.get(split, split), **copy_shares(prepared, manifest),
+            "nn_similarity": nn_similarity(prepared, manifest)}
+
+
+# ------------------------------------------------------------------------------------------------
+# external test: train/val of one manifest, test of another dataset's
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CombinedManifest(Manifest):
+    """A manifest whose rows may live under other datasets' roots: path ``"<name>:<relative path>"``.
+
+    The prefix keeps the fingerprint independent of where each dataset lies on disk.
+    """
+
+    roots: dict[str, Path] = field(default_factory=dict)
+
+    def abspath(self, row: ManifestRow) -> Path:
+        name, sep, rest = row.path.partition(":")
+        if sep and name in self.roots:
+            return self.roots[name] / rest
+        return self.root / row.path
+
+
+def shared_images(external: Any, base: Any, rows: Sequence[int]) -> dict[int, str]:
+    """Which of ``external``'s index positions ``rows`` also occur in ``base`` (any split), and how.
+
+    By content, never by name: the same file bytes or decoded pixels ("exact"), or a keypoint-
+    confirmed turned/zoomed/cropped/re-encoded copy ("near", fracbench.data.nearcopy).
+    """
+    from fracbench.data.nearcopy import cross_copies
+
+    eidx, bidx = external.index, base.index
+    keys = {k for i in np.flatnonzero(bidx.ok) for k in (bidx.file_sha256[i], bidx.pixel_sha256[i])}
+    out: dict[int, str] = {}
+    for i in rows:
+        if eidx.file_sha256[i] in keys or eidx.pixel_sha256[i] in keys:
+            out[i] = "exact"
+    rest = [i for i in rows if i not in out]
+    base_ok = np.flatnonzero(bidx.ok)
+    for a, _, _ in cross_copies(eidx.mids[rest], bidx.mids[base_ok]):
+        out[rest[a]] = "near"
+    return out
+
+
+def external_manifest(base_manifest: Manifest, external: Any, base: Any) -> tuple[CombinedManifest, dict[str, Any]]:
+    """Train/val rows of ``base_manifest`` with the test rows of ``external`` that do not occur in ``base``.
+
+    Returns the combined manifest and what the record says about it (the external dataset, its
+    manifest fingerprint, how many of its test images were left out as shared, and why).
+    """
+    ext_m = external.manifest
+    pos = {r.id: i for i, r in enumerate(external.index.records)}
+    test_rows = [r for r in ext_m.rows if r.split == "test" and r.id in pos]
+    shared = shared_images(external, base, [pos[r.id] for r in test_rows])
+    name = ext_m.dataset
+    kept = [ManifestRow(f"{name}:{r.id}", f"{name}:{r.path}", r.label, f"{name}:{r.group}", r.part, "test", r.sha256)
+            for r in test_rows if pos[r.id] not in shared]
+    rows = [r for r in base_manifest.rows if r.split in ("train", "val")] + kept
+    # named after the training dataset (its results folder and tables); record["external"] says what was tested
+    combined = CombinedManifest(base_manifest.dataset, base_manifest.root, rows,
+                                roots={name: Path(ext_m.root)})
+    kinds = list(shared.values())
+    info = {"dataset": name, "manifest_sha256": ext_m.fingerprint, "test_images": len(test_rows),
+            "excluded_overlap": len(shared), "excluded_exact": kinds.count("exact"),
+            "excluded_near": kinds.count("near"),
+            "excluded_ids": sorted(r.id for r in test_rows if pos[r.id] in shared)}
+    return combined, info
