@@ -5,10 +5,10 @@ path of the file it produced, JSON with ``--json``) is written to stdout; progre
 lines, warnings and errors go to stderr (:data:`fracbench.progress.console`). So ``fracbench list |
 grep paper`` works and a log of stdout holds only results.
 
-Tables never cut a name. On a terminal they are rich tables whose key columns are at least as wide
-as their longest value (folded, never cut with an ellipsis, when even that does not fit); when
-stdout is not a terminal (a pipe, a file, a test) they are plain tab-separated lines with a header
-row, one record a line, so rows can be told apart and parsed.
+Tables never cut a name. On a terminal they are rich tables whose key columns are as wide as
+their longest value (other columns wrap), or whole tab-separated rows when such a table cannot fit
+the terminal (rich would cut the names or crop the columns on the right); when stdout is not a terminal (a pipe, a file, a test) they are always tab-separated
+lines with a header row, one record a line, so rows can be told apart and parsed.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from fracbench.progress import console as log_console
 Cell = str | Text
 """A table cell: plain text (never parsed as rich markup, so a file name like ``a[1].png`` is safe)
 or a styled :class:`rich.text.Text`."""
-
-_KEY_MAX_FRACTION = 0.6  # a key column never reserves more than this share of the terminal width
 
 
 def stdout_console() -> Console:
@@ -51,8 +49,8 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Cell]], *, title
                 console: Console | None = None) -> None:
     """Print a table of data to stdout: a rich table on a terminal, TSV otherwise.
 
-    ``key_columns`` (indices) hold names that identify a row (experiment, file); on a terminal they
-    are never cut. ``plain`` forces TSV (True) or a drawn table (False); by default it is TSV unless
+    ``key_columns`` (indices) hold names that identify a row (experiment, file); they are never
+    cut or folded. ``plain`` forces TSV (True) or a drawn table (False); by default it is TSV unless
     stdout is a terminal. The title is context, not data: above a drawn table, on stderr with TSV.
     """
     rows = [list(r) for r in rows]
@@ -66,17 +64,35 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Cell]], *, title
         out.file.write("\n".join(lines) + "\n")
         out.file.flush()
         return
+    keys = set(key_columns)
+    if _min_table_width(columns, rows, keys) > out.width:
+        # too narrow for a table that keeps the names whole (rich would cut or crop them): whole rows
+        print_table(columns, rows, title=title, plain=True, console=out)
+        return
     table = Table(title=title)
     for i, name in enumerate(columns):
-        if i in key_columns:
-            longest = max([len(name)] + [len(_plain(r[i])) for r in rows])
-            width = min(longest, max(10, int(out.width * _KEY_MAX_FRACTION)))
-            table.add_column(name, overflow="fold", min_width=width)
+        if i in keys:
+            table.add_column(name, no_wrap=True, min_width=_longest(name, rows, i))
         else:
             table.add_column(name, overflow="fold")
     for r in rows:
         table.add_row(*(c if isinstance(c, Text) else Text(str(c)) for c in r))
     out.print(table)
+
+
+def _longest(name: str, rows: Sequence[Sequence[Cell]], i: int) -> int:
+    return max([len(name)] + [len(_plain(r[i])) for r in rows])
+
+
+def _min_table_width(columns: Sequence[str], rows: Sequence[Sequence[Cell]], keys: set[int]) -> int:
+    """The narrowest a rich table can be drawn without cutting: whole keys, others at their longest word."""
+    total = 1 + 3 * len(columns)  # borders and one space of padding either side of each column
+    for i, name in enumerate(columns):
+        if i in keys:
+            total += _longest(name, rows, i)
+        else:
+            total += max(len(w) for text in [name, *(_plain(r[i]) for r in rows)] for w in text.split() or [""])
+    return total
 
 
 def print_json(data: Any) -> None:
