@@ -2,6 +2,10 @@
 
 Heavy imports (torch, gradio, matplotlib) happen inside the subcommand that needs them, so
 ``fracbench --help``, ``fracbench list`` and ``fracbench tables`` start fast.
+
+Every command writes what it was asked for (listings, result tables, the paths of files it was
+asked to produce, JSON with ``--json``) to stdout and progress, status lines, warnings and errors
+to stderr; tables are TSV when stdout is not a terminal (see fracbench.output).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from fracbench.output import print_json, print_result, print_table, stdout_console
 from fracbench.progress import console, set_quiet
 
 Handler = Callable[[argparse.Namespace], int]
@@ -45,7 +50,8 @@ def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 # ---------------------------------------------------------------- data
 def _configure_data(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="data_command", required=True)
-    sub.add_parser("list", help="registered datasets", parents=[common()])
+    lst = sub.add_parser("list", help="registered datasets", parents=[common()])
+    lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
     info = sub.add_parser("info", help="counts per split, label and body part, and every fault found",
                           parents=[common()])
     _data_args(info)
@@ -63,13 +69,9 @@ def _data(args: argparse.Namespace) -> int:
     from fracbench.data import DATASETS, prepare
 
     if args.data_command == "list":
-        from rich.table import Table
-
-        t = Table("dataset", "description", "license")
-        for name in DATASETS:
-            cls = DATASETS.get(name)
-            t.add_row(name, (cls.__doc__ or "").strip().splitlines()[0], cls.license or "-")
-        console.print(t)
+        rows = [{"dataset": name, "description": (DATASETS.get(name).__doc__ or "").strip().splitlines()[0],
+                 "license": DATASETS.get(name).license or "-"} for name in DATASETS]
+        _print_records(rows, args.json)
         return 0
     if args.data_command == "download":
         if args.dataset == "mura":
@@ -90,76 +92,87 @@ def _data(args: argparse.Namespace) -> int:
 
         out = args.out or default_results_dir() / "manifests" / f"{prepared.name}.csv"
         prepared.manifest.write(out)
-        console.print(f"wrote {out}: {len(prepared.manifest.rows)} images, fingerprint {prepared.manifest.fingerprint[:16]}")
+        print_result(f"wrote {out}: {len(prepared.manifest.rows)} images, "
+                     f"fingerprint {prepared.manifest.fingerprint[:16]}")
         return 0
     from fracbench.data.summary import summarize
 
     summary = summarize(prepared)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print_json(summary)
     else:
         _print_summary(summary)
     return 0
 
 
+def _print_records(rows: list[dict], as_json: bool) -> None:
+    """A listing on stdout: JSON (a list of objects) with --json, else a table keyed on its first column."""
+    if as_json:
+        print_json(rows)
+    elif rows:
+        print_table(list(rows[0]), [[str(v) for v in r.values()] for r in rows])
+
+
 def _print_summary(s: dict) -> None:
     from rich.table import Table
 
-    console.print(f"[bold]{s['dataset']}[/] at {s['root']}: {s['images_found']} images found, "
+    out = stdout_console()
+    out.print(f"[bold]{s['dataset']}[/] at {s['root']}: {s['images_found']} images found, "
                   f"{s['images_in_manifest']} in the manifest (fingerprint {s['manifest_fingerprint'][:16]})")
     t = Table("split", "fractured", "not fractured", "total", title="Images per split")
     for split, c in s["splits"].items():
         t.add_row(split, str(c.get("fractured", 0)), str(c.get("not_fractured", 0)), str(sum(c.values())))
-    console.print(t)
+    out.print(t)
     t = Table("body part", "fractured", "not fractured", title="Images per body part")
     for part, c in s["body_parts"].items():
         t.add_row(part, str(c.get("fractured", 0)), str(c.get("not_fractured", 0)))
-    console.print(t)
-    t = Table("fault", "count", "example", title="Faults found (reported, not fatal)")
+    out.print(t)
+    t = Table("fault", "count", title="Faults found (reported, not fatal)")
+    t.add_column("example", overflow="fold")
     for kind, n in s["fault_counts"].items():
         ex = next(f for f in s["faults"] if f["kind"] == kind)
         t.add_row(kind, str(n), f"{ex['path']}: {ex['detail']}")
     t.add_row("duplicate groups", str(s["duplicate_group_count"]), f"{s['duplicate_images']} images in them")
     t.add_row("groups with conflicting labels", str(len(s["conflicting_label_groups"])),
               "; ".join(",".join(g["ids"]) for g in s["conflicting_label_groups"][:3]))
-    console.print(t)
+    out.print(t)
 
 
 # ---------------------------------------------------------------- experiments
 def _configure_list(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'paper_*'")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 @command("list", "registered experiments (baselines/*.yaml)", _configure_list)
 def _list(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
     from fracbench.experiments import load_all
 
     reg = load_all()
-    t = Table("experiment", "model", "protocol", "paper table", "seeds", "title")
+    rows = []
     for name in reg.list(args.pattern):
         e = reg.get(name)
-        t.add_row(name, e.model, e.protocol, e.table or "-", str(len(e.seeds)), e.title)
-    console.print(t)
+        rows.append({"experiment": name, "model": e.model, "protocol": e.protocol, "paper table": e.table or "-",
+                     "seeds": len(e.seeds), "title": e.title})
+    _print_records(rows, args.json)
     return 0
 
 
 def _configure_models(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'resnet*'")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 @command("models", "registered models", _configure_models)
 def _models(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
     from fracbench.models import MODELS
 
-    t = Table("model", "input", "Grad-CAM layer", "description")
+    rows = []
     for name in MODELS.list(args.pattern):
         m = MODELS.get(name)
-        t.add_row(name, f"{m.default_size}px", m.cam_layer, m.description)
-    console.print(t)
+        rows.append({"model": name, "input px": m.default_size, "Grad-CAM layer": m.cam_layer,
+                     "description": m.description})
+    _print_records(rows, args.json)
     return 0
 
 
@@ -176,6 +189,8 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-tables", action="store_true", help="do not regenerate tables at the end")
     p.add_argument("--external-data-dir", action="append", default=[], metavar="DATASET=PATH",
                    help="folder of a dataset that experiments test on externally (e.g. fracatlas=PATH); repeatable")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write the HTML report (figures and report.html) at the end")
 
 
 @command("run", "reproduce: run experiments x seeds on one manifest (resumable)", _configure_run)
@@ -211,7 +226,28 @@ def _run(args: argparse.Namespace) -> int:
             console.print(f"tables written to {results / 'tables'} ({len(paths)} files)")
         except Exception as exc:  # tables are derived; a problem there must not hide the runs' outcome
             console.print(f"[yellow]tables not written:[/] {exc}")
+    if not args.no_report:
+        write_run_report(results, args.data_dir)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def write_run_report(results, data_dir: str | None = None):
+    """Figures and ``report.html`` for ``results`` after a run; prints ``Report: <path>`` to stdout.
+
+    The report is derived from the records; a problem writing it is said on stderr (with the
+    command that retries it) and never changes the run's exit status. Returns the path, or None.
+    """
+    from fracbench.report import write_report
+
+    try:
+        _draw_figures(results, data_dir)
+        path = write_report(results)
+    except Exception as exc:
+        console.print(f"[yellow]report not written:[/] {exc} (retry with `fracbench report --results {results}`)",
+                      highlight=False)
+        return None
+    print_result(f"Report: {path}")
+    return path
 
 
 def _configure_train(p: argparse.ArgumentParser) -> None:
@@ -276,7 +312,7 @@ def _tables(args: argparse.Namespace) -> int:
         return 2
     for results in folders:
         for path in write_tables(results):
-            console.print(str(path))
+            print_result(str(path))
     return 0
 
 
@@ -289,15 +325,38 @@ def results_folders() -> list:
 
 # ---------------------------------------------------------------- predict and demo
 def _configure_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively for "
-                   ".png .jpg .jpeg .bmp .tif .dcm)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively); every "
+                   "file is either predicted (PNG, JPEG, DICOM, TIFF, BMP, GIF, WebP, ...) or listed as skipped "
+                   "with the reason")
     p.add_argument("--checkpoint", help="checkpoint .safetensors (default: the best under --results by validation AUROC)")
     p.add_argument("--results", help="where to look for checkpoints (default: results/ of the checkout)")
-    p.add_argument("--csv", help="also write file, p_fracture, decision (and error) to this CSV")
+    p.add_argument("--csv", help="also write one row per file (file, status, p_fracture, decision, warning, reason) "
+                   "to this CSV")
+    p.add_argument("--json", action="store_true", help="print the summary and every file's result as JSON")
     p.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG for each image into DIR")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--allow-pickle", action="store_true",
                    help="accept a .pt/.pth checkpoint (read with weights_only=True); only for files you trust")
+
+
+def _predict_cell(result, field: str):
+    from rich.text import Text
+
+    value = getattr(result, field)
+    if field == "p_fracture":
+        return "" if value is None else f"{value:.3f}"
+    if field == "decision" and value == "fractured":
+        return Text(value, style="bold red")
+    if field == "warning" and value:
+        return Text(value, style="yellow")
+    return "" if value is None else str(value)
+
+
+def predict_counts(results) -> dict[str, int]:
+    """How many files were given, predicted, predicted with a warning, and skipped."""
+    predicted = [r for r in results if r.predicted]
+    return {"files": len(results), "predicted": len(predicted),
+            "with_warning": sum(1 for r in predicted if r.warning), "skipped": len(results) - len(predicted)}
 
 
 @command("predict", "P(fracture) of image files or folders with a trained checkpoint", _configure_predict)
@@ -306,13 +365,12 @@ def _predict(args: argparse.Namespace) -> int:
     import io
     from pathlib import Path
 
-    from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
     from fracbench.checkpoint import load_checkpoint
     from fracbench.io import atomic_write_text
     from fracbench.paths import default_results_dir
-    from fracbench.predict import best_checkpoint, predict_paths
+    from fracbench.predict import RESULT_FIELDS, best_checkpoint, predict_files
 
     path = args.checkpoint
     if path is None:
@@ -323,29 +381,32 @@ def _predict(args: argparse.Namespace) -> int:
                           "or pass --checkpoint")
             return 2
     ck = load_checkpoint(path, allow_pickle=args.allow_pickle)
-    rows, failures = predict_paths(ck, args.paths, batch_size=args.batch_size)
-    t = Table("file", "P(fracture)", "decision",
-              title=f"{ck.meta.get('model')} from {ck.path} (threshold {ck.threshold:.3f})")
-    for r in rows:
-        style = "bold red" if r["decision"] == "fractured" else ""
-        t.add_row(r["file"], f"{r['p_fracture']:.3f}", f"[{style}]{r['decision']}[/]" if style else r["decision"])
-    Console().print(t)
-    if failures:
-        f = Table("file", "reason", title=f"{len(failures)} not predicted")
-        for x in failures:
-            f.add_row(x["file"], x["reason"])
-        console.print(f)
+    found = predict_files(ck, args.paths, batch_size=args.batch_size, progress=not args.quiet)
+    counts = predict_counts(found)
+    if args.json:
+        print_json({"checkpoint": str(ck.path), "model": ck.meta.get("model"), "threshold": ck.threshold,
+                    **counts, "results": [r.as_dict() for r in found]})
+    else:
+        print_table(RESULT_FIELDS, [[_predict_cell(r, f) for f in RESULT_FIELDS] for r in found],
+                    title=f"{ck.meta.get('model')} from {ck.path} (threshold {ck.threshold:.3f})")
+    for r in found:  # also on stderr, where a person watching a pipe or a log sees them
+        if r.warning:
+            console.print(f"[yellow]warning:[/] {escape(r.file)}: {escape(r.warning)}", highlight=False)
+    console.print(f"{counts['files']} files: {counts['predicted']} predicted ({counts['with_warning']} with a "
+                  f"warning), {counts['skipped']} skipped", highlight=False)
     console.print("Research software, not a medical device: do not use for diagnosis.")
     if args.csv:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["file", "p_fracture", "decision", "error"])
-        for r in rows:
-            w.writerow([r["file"], f"{r['p_fracture']:.6f}", r["decision"], ""])
-        for x in failures:
-            w.writerow([x["file"], "", "", x["reason"]])
+        w.writerow(RESULT_FIELDS)
+        for r in found:
+            row = r.as_dict()
+            if row["p_fracture"] is not None:
+                row["p_fracture"] = f"{row['p_fracture']:.6f}"
+            w.writerow(["" if row[f] is None else row[f] for f in RESULT_FIELDS])
         atomic_write_text(args.csv, buf.getvalue())
-        console.print(f"wrote {args.csv}")
+        console.print(f"wrote {args.csv}", markup=False, highlight=False)
+    rows = [{"file": r.file} for r in found if r.predicted]
     if args.cam and rows:
         _write_cams(ck, rows, Path(args.cam))
     return 0 if rows else 1
@@ -499,7 +560,7 @@ def _report(args: argparse.Namespace) -> int:
 
             write_tables(results)
             _draw_figures(results, args.data_dir)
-        console.print(f"wrote {write_report(results)}")
+        print_result(f"Report: {write_report(results)}")
     return 0
 
 

@@ -2,8 +2,9 @@
 
 Training reads images from the decode cache, which holds ``resize_square(decode_image(path))`` and
 normalises batches with ``loader.to_input``; :func:`preprocess` is those same two calls, so a file
-scored here gets the score it would get in a test split. Unreadable files are reported with the
-decoder's reason and never stop the rest.
+scored here gets the score it would get in a test split. Every file given is accounted for: it is
+either predicted (with a warning when only part of it could be decoded) or skipped with a one-line
+reason and what to do about it; none stops the rest.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,62 @@ import torch
 
 from fracbench.checkpoint import CLASS_NAMES, Checkpoint
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
-"""Suffixes collected from folders (case-insensitive). Files named explicitly are always tried."""
+PREDICTED, SKIPPED = "predicted", "skipped"
 
+
+@dataclass(frozen=True)
+class FileResult:
+    """What happened to one file given to predict: predicted, or skipped with a one-line reason.
+
+    ``status`` is "predicted" (``p_fracture`` and ``decision`` set; ``warning`` non-empty when the
+    image was only partly decodable or otherwise repaired) or "skipped" (``reason`` says why and
+    what to do). The CSV, the JSON summary and the table have one column per field, in this order,
+    so a new field (e.g. an out-of-distribution warning) appears in all of them by adding it here.
+    """
+
+    file: str
+    status: str
+    p_fracture: float | None = None
+    decision: str = ""
+    warning: str = ""
+    reason: str = ""
+
+    @property
+    def predicted(self) -> bool:
+        return self.status == PREDICTED
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+RESULT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(FileResult))
+
+DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
+
+SKIP_REASONS: dict[str, str] = {
+    ".svg": "SVG is a vector format: export it to PNG",
+    ".svgz": "SVG is a vector format: export it to PNG",
+    ".eps": "EPS is a vector format: export it to PNG",
+    ".ps": "PostScript is a vector format: export it to PNG",
+    ".ai": "Illustrator files are a vector format: export it to PNG",
+    ".pdf": "PDF is a document, not an image: export the X-ray to PNG",
+    ".heic": "HEIC/HEIF photos are not supported: convert it to PNG or JPEG",
+    ".heif": "HEIC/HEIF photos are not supported: convert it to PNG or JPEG",
+    ".avif": "AVIF images are not supported: convert it to PNG or JPEG",
+}
+"""Suffixes refused before reading, with the reason and what to do (checked case-insensitively)."""
+
+TRUNCATED_WARNING = "truncated: only the part of the image present was decoded, so the score may be wrong; " \
+    "re-export or re-download it"
+
+
+def raster_suffixes() -> frozenset[str]:
+    """Suffixes decoded without sniffing: the decoder's Pillow formats, plus DICOM."""
+    from PIL import Image
+
+    from fracbench.data.decode import PILLOW_FORMATS
+
+    Image.init()
+    return frozenset(e for e, f in Image.registered_extensions().items() if f in PILLOW_FORMATS) | set(DICOM_SUFFIXES)
 
 def preprocess(pixels: np.ndarray, size: int, channels: int) -> torch.Tensor:
     """(H, W) uint8 grayscale -> (1, channels, size, size) float in [-1, 1], as training sees it."""
@@ -73,23 +128,103 @@ def predict_array(checkpoint: Checkpoint, pixels: np.ndarray) -> float:
     return float(_scores(checkpoint, preprocess(pixels, checkpoint.image_size, checkpoint.channels))[0])
 
 
-def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[dict[str, str]]]:
-    """Files named, plus image files found recursively in folders named (sorted); missing paths fail."""
-    files: list[Path] = []
-    failures: list[dict[str, str]] = []
+def describe_error(exc: Any) -> str:
+    """One line for a :class:`~fracbench.data.decode.DecodeError`: its reason once, then its advice."""
+    return f"{exc.reason}; {exc.hint}" if exc.hint else str(exc.reason)
+
+
+def describe_warnings(warnings: Sequence[str]) -> str:
+    """The decoder's warnings as one line; a truncated file gets the advice to re-export it."""
+    return "; ".join(TRUNCATED_WARNING if w.startswith("truncated") else w for w in warnings)
+
+
+def skip_reason(path: Path) -> str:
+    """Why the file at ``path`` is not even tried ("" when it should be decoded).
+
+    Raster suffixes the decoder reads are tried as they are (a damaged one then fails with the
+    decoder's reason); known vector, document and unsupported photo formats are refused with what
+    to do; anything else is tried only when its first bytes are a DICOM or Pillow image header,
+    so a ``.txt`` is "not an image" rather than a damaged image.
+    """
+    suffix = path.suffix.lower()
+    if suffix in SKIP_REASONS:
+        return SKIP_REASONS[suffix]
+    if suffix in raster_suffixes():
+        return ""
+    return "" if _looks_like_image(path) else (
+        f"not an image: {suffix}" if suffix else "not an image (no file suffix, and not an image inside)")
+
+
+def _looks_like_image(path: Path) -> bool:
+    from PIL import Image
+
+    from fracbench.data.decode import PILLOW_FORMATS, is_dicom_bytes
+
+    try:
+        with path.open("rb") as fh:
+            if is_dicom_bytes(fh.read(132)):
+                return True
+    except OSError:
+        return True  # unreadable: let the decoder say why (permissions, ...)
+    try:
+        with Image.open(path, formats=[f for f in PILLOW_FORMATS if f in Image.OPEN]):
+            return True  # header only; pixels are decoded (and checked) later
+    except Exception:
+        return False
+
+
+_HIDDEN_FILE = "hidden file (name starts with '.'); pass it by name to include it"
+_HIDDEN_FOLDER = "hidden folder, not searched; pass it by name to include it"
+
+
+def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
+    """Every entry under ``paths`` with the reason it is skipped ("" = decode it), in order.
+
+    Folders are searched recursively in name order. Nothing is dropped: hidden files and folders,
+    links to folders, non-image files, missing paths and empty folders each come back with a
+    reason, so every file given is accounted for in predict's output. A file named explicitly is
+    tried even when hidden.
+    """
+    out: list[tuple[Path, str]] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
-            if not found:
-                failures.append({"file": str(p), "reason": f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder"})
-            files.extend(found)
-        elif p.exists():
-            files.append(p)
+            found = list(_walk(p))
+            out.extend(found if found else [(p, "empty folder: no files in it")])
+        elif p.is_file():
+            out.append((p, skip_reason(p)))
         else:
-            failures.append({"file": str(p), "reason": "no such file or folder"})
-    return files, failures
+            out.append((p, _not_a_file(p)))
+    return out
+
+
+def _not_a_file(p: Path) -> str:
+    if p.is_symlink() and not p.exists():
+        return "broken link: its target does not exist"
+    if not p.exists():
+        return "no such file or folder"
+    return "not a regular file (a device, socket or pipe)"
+
+
+def _walk(folder: Path) -> Iterator[tuple[Path, str]]:
+    try:
+        entries = sorted(folder.iterdir(), key=lambda e: e.name)
+    except OSError as exc:
+        yield folder, f"cannot list this folder ({exc.strerror or exc}); check its permissions"
+        return
+    for e in entries:
+        hidden = e.name.startswith(".")
+        if e.is_dir():
+            if hidden:
+                yield e, _HIDDEN_FOLDER
+            elif e.is_symlink():
+                yield e, "link to a folder, not followed; pass its target to include it"
+            else:
+                yield from _walk(e)
+        elif e.is_file():
+            yield e, _HIDDEN_FILE if hidden else skip_reason(e)
+        else:
+            yield e, _not_a_file(e)
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -97,32 +232,48 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start:start + size]
 
 
-def predict_paths(checkpoint: Checkpoint, paths: Iterable[str | os.PathLike[str]],
-                  batch_size: int = 32) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """Score every image in ``paths`` (files or folders, recursive).
+def predict_files(checkpoint: Checkpoint, paths: Iterable[str | os.PathLike[str]], batch_size: int = 32,
+                  progress: bool = False) -> list[FileResult]:
+    """One :class:`FileResult` for every entry under ``paths`` (see :func:`expand_paths`), in order.
 
-    Returns ``(rows, failures)``: rows ``{file, p_fracture, decision}`` in input order (folders
-    sorted), failures ``{file, reason}`` for paths that do not exist and files that do not decode.
+    Files are decoded as training decodes them and scored in batches; a file that does not decode
+    is skipped with the decoder's reason and advice, and never stops the rest. A partly decodable
+    (truncated) file is scored with a ``warning``.
     """
     from fracbench.data.decode import DecodeError, decode_image
+    from fracbench.progress import track
 
-    files, failures = expand_paths(paths)
-    rows: list[dict[str, Any]] = []
-    for chunk in _batches(files, max(1, int(batch_size))):
-        tensors, names = [], []
-        for f in chunk:
+    entries = expand_paths(paths)
+    results: list[FileResult | None] = [
+        FileResult(str(p), SKIPPED, reason=reason) if reason else None for p, reason in entries]
+    todo = [i for i, r in enumerate(results) if r is None]
+    chunks = list(_batches(todo, max(1, int(batch_size))))
+    for chunk in track(chunks, "predicting", total=len(chunks), enabled=progress):
+        tensors, done = [], []
+        for i in chunk:
+            name = str(entries[i][0])
             try:
-                px = decode_image(f).pixels
+                decoded = decode_image(entries[i][0])
             except DecodeError as exc:
-                failures.append({"file": str(f), "reason": exc.reason + (f" ({exc.hint})" if exc.hint else "")})
+                results[i] = FileResult(name, SKIPPED, reason=describe_error(exc))
                 continue
-            tensors.append(preprocess(px, checkpoint.image_size, checkpoint.channels))
-            names.append(str(f))
+            tensors.append(preprocess(decoded.pixels, checkpoint.image_size, checkpoint.channels))
+            done.append((i, name, describe_warnings(decoded.warnings)))
         if not tensors:
             continue
-        for name, p in zip(names, _scores(checkpoint, torch.cat(tensors))):
-            rows.append({"file": name, "p_fracture": float(p), "decision": decision(float(p), checkpoint.threshold)})
-    return rows, failures
+        for (i, name, warning), p in zip(done, _scores(checkpoint, torch.cat(tensors))):
+            results[i] = FileResult(name, PREDICTED, float(p), decision(float(p), checkpoint.threshold), warning)
+    return [r for r in results if r is not None]
+
+
+def predict_paths(checkpoint: Checkpoint, paths: Iterable[str | os.PathLike[str]],
+                  batch_size: int = 32) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """:func:`predict_files` split in two: rows ``{file, p_fracture, decision, warning}`` of the
+    files predicted, and ``{file, reason}`` of those skipped (both in input order)."""
+    results = predict_files(checkpoint, paths, batch_size)
+    rows = [{"file": r.file, "p_fracture": r.p_fracture, "decision": r.decision, "warning": r.warning}
+            for r in results if r.predicted]
+    return rows, [{"file": r.file, "reason": r.reason} for r in results if not r.predicted]
 
 
 # --------------------------------------------------------------------------------------------

@@ -390,10 +390,12 @@ def _failed(exp, seed, profile, out, exc, name: str | None = None) -> Outcome:
 
 
 def print_summary(outcomes: Sequence[Outcome]) -> None:
-    from rich.table import Table
+    """The run's results on stdout, one row per experiment x seed, full experiment names (see fracbench.output)."""
+    from rich.text import Text
 
-    t = Table("experiment", "seed", "status", "test AUROC", "sensitivity", "specificity", "accuracy",
-              "majority acc.", "train s", title="fracbench run")
+    from fracbench.output import print_table
+
+    rows = []
     for o in outcomes:
         m = (o.record or {}).get("metrics", {}).get("test", {})
 
@@ -401,7 +403,9 @@ def print_summary(outcomes: Sequence[Outcome]) -> None:
             v = m.get(k)
             return "—" if v is None or v != v else f"{v:.3f}"
 
-        t.add_row(o.experiment, str(o.seed), {"failed": f"[red]failed[/] {o.error[:60]}"}.get(o.status, o.status),
-                  f("auroc"), f("sensitivity"), f("specificity"), f("accuracy"), f("majority_accuracy"),
-                  str((o.record or {}).get("train_seconds", "—")))
-    console.print(t)
+        first_line = (o.error.strip().splitlines() or [""])[0][:200]  # "Type: message"; one row, one line
+        status = Text.assemble(("failed", "red"), f" {first_line}") if o.status == "failed" else o.status
+        rows.append([o.experiment, str(o.seed), status, f("auroc"), f("sensitivity"), f("specificity"),
+                     f("accuracy"), f("majority_accuracy"), str((o.record or {}).get("train_seconds", "—"))])
+    print_table(["experiment", "seed", "status", "test AUROC", "sensitivity", "specificity", "accuracy",
+                 "majority acc.", "train s"], rows, title="fracbench run")

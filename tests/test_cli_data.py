@@ -30,8 +30,12 @@ def _flat(text: str) -> str:
 def test_data_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "list"]) == 0
     out = capsys.readouterr()
-    for name in ("fracatlas", "mura", "imagefolder", "synthetic"):
-        assert name in out.out + out.err
+    names = [line.split("\t")[0] for line in out.out.splitlines()[1:]]  # TSV on stdout when piped
+    assert {"fracatlas", "mura", "imagefolder", "synthetic"} <= set(names)
+    assert out.err == ""
+    assert main(["data", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [d["dataset"] for d in listed] == names and all(d["description"] for d in listed)
 
 
 def test_data_info_synthetic_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -60,7 +64,8 @@ def test_data_split_writes_the_same_manifest_twice(tmp_path: Path, capsys: pytes
     assert main(["data", "split", "synthetic", "--data-dir", str(root), "--out", str(a), "--quiet"]) == 0
     assert main(["data", "split", "synthetic", "--data-dir", str(root), "--out", str(b), "--quiet"]) == 0
     assert a.read_bytes() == b.read_bytes()
-    assert "wrote" in _flat(capsys.readouterr().err)
+    out = capsys.readouterr()
+    assert out.out.splitlines()[-1].startswith(f"wrote {b}: 24 images, fingerprint ")  # the result: stdout
     assert main(["data", "info", "synthetic", "--data-dir", str(root), "--manifest", str(a), "--json", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["images_in_manifest"] == 24
 

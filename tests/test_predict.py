@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -21,7 +22,18 @@ from fracbench.data.decode import decode_image
 from fracbench.data.synthetic import render_case
 from fracbench.loader import to_input
 from fracbench.models import create_model
-from fracbench.predict import best_checkpoint, find_checkpoints, predict_array, predict_paths, preprocess
+from fracbench.predict import (
+    PREDICTED,
+    SKIPPED,
+    TRUNCATED_WARNING,
+    best_checkpoint,
+    describe_error,
+    find_checkpoints,
+    predict_array,
+    predict_files,
+    predict_paths,
+    preprocess,
+)
 
 SIZE = 64
 
@@ -93,23 +105,102 @@ def test_png_jpeg_dicom(tmp_path: Path, ckpt) -> None:
     assert rows[2]["p_fracture"] == pytest.approx(rows[0]["p_fracture"], abs=1e-3)
 
 
-def test_folder_with_broken_and_missing_files(tmp_path: Path, ckpt) -> None:
+def test_every_file_in_a_folder_is_accounted_for(tmp_path: Path, ckpt) -> None:
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD.png").write_bytes(b"inside a hidden folder")
     for i in range(3):
         Image.fromarray(_xray(i)).save(folder / ("sub" if i == 2 else ".") / f"ok{i}.png")
+    Image.fromarray(_xray(3)).save(folder / "scan.gif")
+    Image.fromarray(_xray(4)).save(folder / "scan.webp", lossless=True)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
     (folder / "empty.jpg").write_bytes(b"")
-    (folder / "notes.txt").write_text("ignored: not an image suffix")
-    rows, failures = predict_paths(ckpt, [folder, tmp_path / "missing.png"], batch_size=2)
-    assert sorted(Path(r["file"]).name for r in rows) == ["ok0.png", "ok1.png", "ok2.png"]
-    reasons = {Path(f["file"]).name: f["reason"] for f in failures}
-    assert set(reasons) == {"broken.png", "empty.jpg", "missing.png"}
-    assert "empty" in reasons["empty.jpg"] and "no such file" in reasons["missing.png"]
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "drawing.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    results = predict_files(ckpt, [folder, tmp_path / "missing.png"], batch_size=2)
+    got = {Path(r.file).relative_to(tmp_path).as_posix(): r for r in results}
+    # every entry given comes back exactly once, in order (folders in name order, depth first)
+    assert list(got) == ["in/.DS_Store", "in/.git", "in/broken.png", "in/drawing.svg", "in/empty.jpg",
+                         "in/notes.txt", "in/ok0.png", "in/ok1.png", "in/scan.gif", "in/scan.webp",
+                         "in/sub/ok2.png", "missing.png"]
+    predicted = {k for k, r in got.items() if r.status == PREDICTED}
+    assert predicted == {"in/ok0.png", "in/ok1.png", "in/scan.gif", "in/scan.webp", "in/sub/ok2.png"}
+    for r in got.values():
+        if r.status == PREDICTED:
+            assert 0.0 <= r.p_fracture <= 1.0 and r.warning == "" and r.reason == ""
+        else:
+            assert r.status == SKIPPED and r.p_fracture is None and r.reason
+    # lossless WebP and the GIF hold the same gray pixels as a PNG would: the same score
+    assert got["in/scan.webp"].p_fracture == pytest.approx(predict_array(ckpt, _xray(4)), abs=1e-6)
+    assert got["in/scan.gif"].p_fracture == pytest.approx(predict_array(ckpt, _xray(3)), abs=1e-6)
+    assert got["in/notes.txt"].reason == "not an image: .txt"
+    assert got["in/drawing.svg"].reason == "SVG is a vector format: export it to PNG"
+    assert got["in/.DS_Store"].reason == "hidden file (name starts with '.'); pass it by name to include it"
+    assert got["in/.git"].reason == "hidden folder, not searched; pass it by name to include it"
+    assert got["in/empty.jpg"].reason == "empty file (0 bytes); the file was not written completely; re-download it"
+    assert got["in/broken.png"].reason.endswith("; re-export or re-download it")
+    assert got["missing.png"].reason == "no such file or folder"
+    # the old two-list API still splits the same results
+    rows, failures = predict_paths(ckpt, [folder])
+    assert len(rows) == 5 and len(failures) == 6
     empty = tmp_path / "nothing"
     empty.mkdir()
-    rows, failures = predict_paths(ckpt, [empty])
-    assert rows == [] and "no image files" in failures[0]["reason"]
+    assert [(r.status, r.reason) for r in predict_files(ckpt, [empty])] == [(SKIPPED, "empty folder: no files in it")]
+
+
+def test_gif_first_frame_and_image_content_without_suffix(tmp_path: Path, ckpt) -> None:
+    first, second = _xray(0), 255 - _xray(0)
+    frames = [Image.fromarray(first), Image.fromarray(second)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    Image.fromarray(first).save(tmp_path / "no_suffix", format="PNG")
+    Image.fromarray(first).save(tmp_path / "named.txt", format="PNG")  # content wins over a wrong suffix
+    results = predict_files(ckpt, [tmp_path / "anim.gif", tmp_path / "no_suffix", tmp_path / "named.txt"])
+    assert [r.status for r in results] == [PREDICTED] * 3
+    expected = predict_array(ckpt, first)
+    assert all(r.p_fracture == pytest.approx(expected, abs=1e-6) for r in results)
+    assert predict_array(ckpt, second) != pytest.approx(expected, abs=1e-6)  # the frames do differ
+
+
+def _truncated_jpeg(path: Path) -> Path:
+    buf = io.BytesIO()
+    Image.fromarray(_xray(2, 128)).save(buf, format="JPEG", quality=95)
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) * 2 // 3])
+    return path
+
+
+def test_truncated_file_is_predicted_with_a_warning(tmp_path: Path, ckpt) -> None:
+    (r,) = predict_files(ckpt, [_truncated_jpeg(tmp_path / "cut.jpg")])
+    assert r.status == PREDICTED and 0.0 <= r.p_fracture <= 1.0
+    assert r.warning == TRUNCATED_WARNING
+    assert r.warning.endswith("re-export or re-download it")
+
+
+def test_unreadable_file_says_permissions(tmp_path: Path, ckpt, monkeypatch: pytest.MonkeyPatch) -> None:
+    locked = tmp_path / "locked.png"
+    Image.fromarray(_xray(0)).save(locked)
+    real = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:  # chmod 000 does not stop root (CI containers), so simulate it
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    (r,) = predict_files(ckpt, [locked])
+    assert (r.status, r.reason) == (
+        SKIPPED, "permission denied; check its permissions (chmod +r) or run as a user who can read it")
+
+
+def test_reason_is_given_once() -> None:
+    from fracbench.data.decode import DecodeError, decode_bytes
+
+    with pytest.raises(DecodeError) as info:
+        decode_bytes(b"just some text, not an image", "notes.png")
+    line = describe_error(info.value)
+    assert line == "not a recognised image (unknown or damaged header); re-export or re-download it"
+    assert line.count("not") == 1 and line.count("damaged") == 1
 
 
 def _fake_run(results: Path, exp: str, meta_auroc: float | None, record_auroc: float | None) -> Path:
@@ -153,15 +244,43 @@ def test_cli_predict_writes_csv_and_cams(tmp_path: Path, ckpt_path: Path) -> Non
     assert code == 0
     with out.open(newline="") as fh:
         table = list(csv.DictReader(fh))
-    assert [Path(r["file"]).name for r in table] == ["x0.png", "x1.png", "bad.jpg"]
-    assert all(0 <= float(r["p_fracture"]) <= 1 for r in table[:2])
-    assert table[2]["p_fracture"] == "" and table[2]["error"]
+    assert [Path(r["file"]).name for r in table] == ["bad.jpg", "x0.png", "x1.png"]
+    assert list(table[0]) == ["file", "status", "p_fracture", "decision", "warning", "reason"]
+    assert all(r["status"] == "predicted" and 0 <= float(r["p_fracture"]) <= 1 for r in table[1:])
+    assert table[0]["status"] == "skipped" and table[0]["p_fracture"] == "" and table[0]["reason"]
     assert not list(out.parent.glob(".*.tmp"))  # written atomically, nothing left behind
     pngs = sorted(p.name for p in cams.glob("*.png"))
     assert pngs == ["x0_cam.png", "x1_cam.png"]
     assert np.asarray(Image.open(cams / "x0_cam.png")).shape == (96, 96, 3)
     # nothing predicted: exit 1
     assert main(["predict", str(folder / "bad.jpg"), "--checkpoint", str(ckpt_path), "--quiet"]) == 1
+
+
+def test_cli_predict_output(tmp_path: Path, ckpt_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "a folder with a long name for the narrow terminal test"
+    folder.mkdir()
+    Image.fromarray(_xray(0)).save(folder / "x0.png")
+    _truncated_jpeg(folder / "cut.jpg")
+    (folder / "readme.txt").write_text("hello")
+    capsys.readouterr()
+    assert main(["predict", str(folder), "--checkpoint", str(ckpt_path), "--json", "--quiet"]) == 0
+    out = capsys.readouterr()
+    summary = json.loads(out.out)  # stdout holds the JSON and nothing else
+    assert (summary["files"], summary["predicted"], summary["with_warning"], summary["skipped"]) == (3, 2, 1, 1)
+    by_name = {Path(r["file"]).name: r for r in summary["results"]}
+    assert by_name["cut.jpg"]["warning"] == TRUNCATED_WARNING
+    assert by_name["readme.txt"] == {"file": str(folder / "readme.txt"), "status": "skipped", "p_fracture": None,
+                                     "decision": "", "warning": "", "reason": "not an image: .txt"}
+    err = " ".join(out.err.split())
+    assert f"warning: {folder / 'cut.jpg'}: {TRUNCATED_WARNING}" in err  # visible, even with --json
+    assert "3 files: 2 predicted (1 with a warning), 1 skipped" in err
+    # without --json, stdout (not a terminal here) is TSV: a header, then one full line per file
+    assert main(["predict", str(folder), "--checkpoint", str(ckpt_path), "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("\t") == ["file", "status", "p_fracture", "decision", "warning", "reason"]
+    assert [line.split("\t")[:2] for line in lines[1:]] == [
+        [str(folder / "cut.jpg"), "predicted"], [str(folder / "readme.txt"), "skipped"],
+        [str(folder / "x0.png"), "predicted"]]
 
 
 def test_cli_predict_without_checkpoint(tmp_path: Path) -> None:

@@ -45,9 +45,8 @@ PILLOW_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "BMP", "DIB", "TIFF", "GIF", "
 Those missing from the installed Pillow are skipped."""
 
 _UNIDENTIFIED = "not a recognised image (unknown or damaged header)"
-_HINT_UNREADABLE = (
-    "the file is damaged or not a JPEG, PNG, TIFF, BMP or DICOM image; re-download or remove it"
-)
+# Advice only: each reason already says what is wrong, so the hint never repeats it.
+_HINT_UNREADABLE = "re-export or re-download it"
 _HINT_BOMB = f"images over {MAX_PIXELS:,} pixels are refused; downscale it before use"
 _HINT_DICOM_CODEC = (
     "compressed DICOM needs a decoder plugin: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
@@ -106,7 +105,9 @@ def decode_image(path: str | os.PathLike[str]) -> Decoded:
     except FileNotFoundError:
         raise DecodeError(name, "file not found", "check the path; the data may have moved") from None
     except PermissionError:
-        raise DecodeError(name, "permission denied", "make the file readable") from None
+        raise DecodeError(
+            name, "permission denied", "check its permissions (chmod +r) or run as a user who can read it"
+        ) from None
     except OSError as e:
         raise DecodeError(name, f"cannot read the file ({type(e).__name__}: {e})") from e
     return decode_bytes(data, name)
