@@ -101,10 +101,11 @@ def predict_paths(checkpoint: Checkpoint, paths: Iterable[str | os.PathLike[str]
                   batch_size: int = 32) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Score every image in ``paths`` (files or folders, recursive).
 
-    Returns ``(rows, failures)``: rows ``{file, p_fracture, decision}`` in input order (folders
+    Returns ``(rows, failures)``: rows ``{file, p_fracture, decision, ood, ood_distance}`` in input order (folders
     sorted), failures ``{file, reason}`` for paths that do not exist and files that do not decode.
     """
     from fracbench.data.decode import DecodeError, decode_image
+    from fracbench.ood import ood_columns
 
     files, failures = expand_paths(paths)
     rows: list[dict[str, Any]] = []
@@ -120,8 +121,11 @@ def predict_paths(checkpoint: Checkpoint, paths: Iterable[str | os.PathLike[str]
             names.append(str(f))
         if not tensors:
             continue
-        for name, p in zip(names, _scores(checkpoint, torch.cat(tensors))):
-            rows.append({"file": name, "p_fracture": float(p), "decision": decision(float(p), checkpoint.threshold)})
+        x = torch.cat(tensors)
+        ood = ood_columns(checkpoint, x)  # {"ood", "ood_distance"} per image (see fracbench.ood)
+        for name, p, extra in zip(names, _scores(checkpoint, x), ood):
+            rows.append({"file": name, "p_fracture": float(p), "decision": decision(float(p), checkpoint.threshold),
+                         **extra})
     return rows, failures
 
 
