@@ -1,8 +1,11 @@
 """Entry point for `python gradio_app.py` (and `gradio gradio_app.py`): the fracbench demo.
 
 Research software, not a medical device. The page and its options live in fracbench.demo;
-`fracbench demo --help` lists them.
+`fracbench demo --help` lists them. FRACBENCH_LOOKUP_DATA=DATASET[:PATH] indexes that dataset for
+the "is this image in the training set?" lookup on the second tab.
 """
+
+import os
 
 from fracbench.demo import launch
 
@@ -14,10 +17,10 @@ def __getattr__(name: str):
         global demo
         from fracbench.demo import prepare
 
-        demo = prepare()
+        demo = prepare(lookup_data=os.environ.get("FRACBENCH_LOOKUP_DATA") or None)
         return demo
     raise AttributeError(name)
 
 
 if __name__ == "__main__":
-    demo = launch()
+    demo = launch(lookup_data=os.environ.get("FRACBENCH_LOOKUP_DATA") or None)

@@ -104,6 +104,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
     for key in ("model", "preprocessing"):
         if key not in meta:
             raise CheckpointError(f"{sidecar}: metadata lacks {key!r}; not a fracbench checkpoint")
+    _check_ood_reference(meta, sidecar)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -130,6 +131,33 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_
         raise CheckpointError(f"{path}: weights do not fit model {meta['model']!r}: {' '.join(first)}") from None
     model.eval().to(device)
     return Checkpoint(model, meta, path)
+
+
+def _check_ood_reference(meta: dict[str, Any], sidecar: Path) -> None:
+    """Refuse a sidecar whose OOD reference is damaged (a wrong shape would give wrong warnings silently)."""
+    if meta.get("ood_reference") is None:
+        return  # an older checkpoint: predictions carry "no OOD reference"
+    from fracbench.ood import validate_reference
+
+    try:
+        validate_reference(meta["ood_reference"])
+    except ValueError as exc:
+        raise CheckpointError(f"{sidecar}: damaged OOD reference: {exc}. Refit it with "
+                              "fracbench.ood.attach_reference, or delete the 'ood_reference' key") from None
+
+
+def write_ood_reference(path: str | Path, reference: dict[str, Any]) -> Path:
+    """Add (or replace) the OOD reference in a checkpoint's sidecar, atomically; returns the sidecar."""
+    sidecar = Path(path).with_suffix(".json")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{sidecar}: cannot read metadata ({type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{sidecar}: damaged metadata; not a fracbench checkpoint")
+    meta["ood_reference"] = reference
+    _check_ood_reference(meta, sidecar)
+    return atomic_write_json(sidecar, meta)
 
 
 def export_checkpoint(src: str | Path, dest_dir: str | Path, max_bytes: int = 5 * 1024 * 1024) -> Path:

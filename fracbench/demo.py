@@ -23,9 +23,12 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from fracbench.lookup import Lookup
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is first imported
 
@@ -122,11 +125,17 @@ class Analyzer:
         pixels = decoded.pixels
         shown = display_shape(pixels.shape)
         heat, p = gradcam(ck, pixels, out_shape=shown)
+        from fracbench.ood import check_pixels
+
+        ood = check_pixels(ck, pixels)
         small = _resize_gray(pixels, shown)
         thr = ck.threshold
         verdict = decision(p, thr)
         sign = "≥" if p >= thr else "<"
-        notes = [f"Read {name}: {pixels.shape[1]} x {pixels.shape[0]} pixels, stored as {decoded.original_mode}."]
+        notes = [f"**⚠ {ood.message()}**"] if ood.flagged else []
+        notes += [f"Read {name}: {pixels.shape[1]} x {pixels.shape[0]} pixels, stored as {decoded.original_mode}."]
+        if not ood.flagged and ood.message():
+            notes.append(ood.message())  # "no OOD reference": said plainly, not hidden
         notes += [f"Note: {w}." for w in decoded.warnings]
         mode = decoded.original_mode
         if mode in ("I", "F") or mode.startswith("I;"):
@@ -141,6 +150,7 @@ class Analyzer:
             "decision": f"{verdict} (P(fracture) = {p:.3f} {sign} threshold {thr:.3f})",
             "overlay": overlay(small, heat, opacity),
             "status": " ".join(notes),
+            "ood": ood,
             "state": {"pixels": small, "heat": heat},
         }
 
@@ -309,13 +319,82 @@ def train_fallback(results: str | os.PathLike[str] | None = None, progress: bool
 
 
 # --------------------------------------------------------------------------------------------
+# the findings tab: result tables and the training-set lookup
+
+LOOKUP_COLUMNS = ("match", "split", "label", "transform", "hash bits differing", "thumbnail diff", "image")
+
+
+def results_tables(results: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """``[(title, markdown)]`` for every ``*.md`` table under ``results/*/tables/`` and ``results/tables/``.
+
+    Titled by file name relative to ``results``; claims and leak tables first. Unreadable files are skipped.
+    """
+    root = Path(results)
+    files = sorted(set(root.glob("*/tables/*.md")) | set(root.glob("tables/*.md")))
+
+    def order(p: Path) -> tuple[int, str]:
+        return (0 if p.stem.startswith(("claims", "leak")) else 1, str(p))
+
+    out = []
+    for f in sorted(files, key=order):
+        try:
+            out.append((f.relative_to(root).as_posix(), f.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("demo: skipping table %s (%s)", f, exc)
+    return out
+
+
+def lookup_upload(lookup: Lookup | None, file: str | None, nearest: int = 5) -> tuple[str, list[list], list]:
+    """(verdict in Markdown, table rows, gallery of thumbnails) for one uploaded file."""
+    from fracbench.data.decode import DecodeError, decode_bytes
+
+    if lookup is None:
+        raise DemoError("no dataset is loaded for lookup")
+    if not file:
+        return "Upload an image to look it up.", [], []
+    name = os.path.basename(str(file))
+    try:
+        data = Path(file).read_bytes()
+        pixels = decode_bytes(data, name).pixels
+    except DecodeError as exc:
+        raise DemoError(f"{name}: {exc.reason}" + (f" ({exc.hint})" if exc.hint else "")) from None
+    except OSError as exc:
+        raise DemoError(f"{name}: the upload could not be read ({exc.strerror or exc})") from None
+    matches = lookup.query(pixels, data, nearest=nearest)
+    copies = [m for m in matches if m.kind != "similar (not a copy)"]
+    labels = {0: "not fractured", 1: "fractured"}
+    rows = [[m.kind, m.split, labels.get(m.label, str(m.label)), m.transform, m.hash_distance,
+             round(m.pixel_diff, 2), m.path] for m in matches]
+    gallery = [(_thumb_rgb(m.thumb), f"{m.kind}: {m.split}, {labels.get(m.label, m.label)}") for m in matches]
+    if copies:
+        splits = sorted({m.split for m in copies})
+        verdict = (f"**{name} is in the {lookup.dataset} dataset: {len(copies)} cop{'y' if len(copies) == 1 else 'ies'}"
+                   f"** (splits: {', '.join(splits)}).")
+    else:
+        verdict = (f"**No copy of {name} in the {lookup.dataset} dataset** ({len(lookup)} images); the most similar "
+                   "images are shown, none close enough to be a copy.")
+    return verdict, rows, gallery
+
+
+def _thumb_rgb(thumb: np.ndarray, side: int = 128) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(thumb).resize((side, side), Image.Resampling.NEAREST).convert("RGB"))
+
+
+# --------------------------------------------------------------------------------------------
 # the page
 
 
 def build_demo(checkpoints: Sequence[str | os.PathLike[str]], default: str | os.PathLike[str] | None = None, *,
                notice: str | None = None, examples: list[tuple[str, str]] | None = None,
-               allow_pickle: bool = False, analyzer: Analyzer | None = None):
-    """The Blocks page (queued, at most 16 waiting). ``default`` is added to ``checkpoints`` if missing."""
+               allow_pickle: bool = False, analyzer: Analyzer | None = None,
+               results: str | os.PathLike[str] | None = None, lookup: Lookup | None = None):
+    """The Blocks page (queued, at most 16 waiting). ``default`` is added to ``checkpoints`` if missing.
+
+    Two tabs: the predictor, and the findings (the Markdown tables under ``results``) with an
+    "is this image in the training set?" lookup against ``lookup`` (see :mod:`fracbench.lookup`).
+    """
     import gradio as gr
 
     app = analyzer or Analyzer(checkpoints, default, allow_pickle=allow_pickle)
@@ -336,6 +415,8 @@ def build_demo(checkpoints: Sequence[str | os.PathLike[str]], default: str | os.
         except Exception as exc:  # a bug must still come back as a sentence, with the trace in the server log
             log.exception("demo: analysing %s failed", file)
             return fail(f"unexpected error ({type(exc).__name__}: {exc}); the server log has details")
+        if r["ood"].flagged:
+            gr.Warning(r["ood"].message())
         return r["label"], r["decision"], r["overlay"], r["status"], r["state"]
 
     def on_opacity(state: dict | None, opacity: float):
@@ -348,6 +429,16 @@ def build_demo(checkpoints: Sequence[str | os.PathLike[str]], default: str | os.
     def on_model(file: str | None, model: str | None, opacity: float) -> tuple:
         return (*on_upload(file, model, opacity), app.panel(model))
 
+    def on_lookup(file: str | None) -> tuple:
+        try:
+            return lookup_upload(lookup, file)
+        except DemoError as exc:
+            return f"**Could not look this file up.** {exc}", [], []
+        except Exception as exc:  # as on_upload: a sentence on the page, the trace in the log
+            log.exception("demo: looking up %s failed", file)
+            return f"**Could not look this file up.** unexpected error ({type(exc).__name__}: {exc})", [], []
+
+    tables = results_tables(results) if results is not None else []
     choices = app.choices()
     with gr.Blocks(title="fracbench demo", analytics_enabled=False) as demo:
         gr.Markdown(f"# {TITLE}\n\nUpload a radiograph to get the model's probability of a fracture, its "
@@ -356,26 +447,51 @@ def build_demo(checkpoints: Sequence[str | os.PathLike[str]], default: str | os.
         gr.Markdown(f"**⚠ {DISCLAIMER}**", elem_id="disclaimer")
         if notice:
             gr.Markdown(notice, elem_id="notice")
-        with gr.Row():
-            with gr.Column():
-                file_in = gr.File(label="X-ray image: PNG, JPEG, TIFF, BMP or DICOM (.dcm), up to 20 MB",
-                                  file_types=UPLOAD_TYPES, type="filepath", elem_id="upload")
-                model_in = gr.Dropdown(choices=choices, value=app.default, label="Model", elem_id="model")
-                opacity_in = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="Heatmap opacity", elem_id="opacity")
-                if examples:
-                    gr.Examples(examples=[[p] for p, _ in examples], inputs=[file_in],
-                                example_labels=[c for _, c in examples],
-                                label="Synthetic examples (rendered at start-up; no patient data)")
-            with gr.Column():
-                # no heading: it would name the argmax class, which differs from the decision at a threshold != 0.5
-                label_out = gr.Label(num_top_classes=2, label="P(fracture)", show_heading=False, elem_id="p-fracture")
-                decision_out = gr.Textbox(label="Decision at the model's threshold", interactive=False,
-                                          elem_id="decision")
-                cam_out = gr.Image(label="Grad-CAM: regions that raise the fracture score", type="numpy",
-                                   format="png", interactive=False, buttons=["download", "fullscreen"],
-                                   elem_id="gradcam")
-                status_out = gr.Markdown(label="status", elem_id="status")
-        panel_out = gr.Markdown(app.panel(app.default), elem_id="model-panel")
+        with gr.Tabs():
+            with gr.Tab("Predict", id="predict"):
+                with gr.Row():
+                    with gr.Column():
+                        file_in = gr.File(label="X-ray image: PNG, JPEG, TIFF, BMP or DICOM (.dcm), up to 20 MB",
+                                          file_types=UPLOAD_TYPES, type="filepath", elem_id="upload")
+                        model_in = gr.Dropdown(choices=choices, value=app.default, label="Model", elem_id="model")
+                        opacity_in = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="Heatmap opacity", elem_id="opacity")
+                        if examples:
+                            gr.Examples(examples=[[p] for p, _ in examples], inputs=[file_in],
+                                        example_labels=[c for _, c in examples],
+                                        label="Synthetic examples (rendered at start-up; no patient data)")
+                    with gr.Column():
+                        # no heading: it would name the argmax class, which differs from the decision at a threshold != 0.5
+                        label_out = gr.Label(num_top_classes=2, label="P(fracture)", show_heading=False, elem_id="p-fracture")
+                        decision_out = gr.Textbox(label="Decision at the model's threshold", interactive=False,
+                                                  elem_id="decision")
+                        cam_out = gr.Image(label="Grad-CAM: regions that raise the fracture score", type="numpy",
+                                           format="png", interactive=False, buttons=["download", "fullscreen"],
+                                           elem_id="gradcam")
+                        status_out = gr.Markdown(label="status", elem_id="status")
+                panel_out = gr.Markdown(app.panel(app.default), elem_id="model-panel")
+            with gr.Tab("Findings and training-set lookup", id="findings", elem_id="findings-tab"):
+                gr.Markdown("## Is this image in the training set?\n\n" + (
+                    f"Upload an image to match it against the **{lookup.dataset}** dataset ({len(lookup)} images): "
+                    "exact copies by file and decoded-pixel SHA-256, near copies (rotated, flipped, re-encoded) "
+                    "by perceptual hashes of the eight rotations/flips confirmed on thumbnails. A test image "
+                    "found in train is a leak." if lookup is not None else
+                    "No dataset is loaded for lookup; start the demo with `--lookup-data DATASET[:PATH]`."))
+                if lookup is not None:
+                    lookup_in = gr.File(label="Image to look up", file_types=UPLOAD_TYPES, type="filepath",
+                                        elem_id="lookup-upload")
+                    lookup_status = gr.Markdown(elem_id="lookup-status")
+                    lookup_table = gr.Dataframe(headers=list(LOOKUP_COLUMNS), interactive=False,
+                                                elem_id="lookup-table", label="Matches in the dataset")
+                    lookup_gallery = gr.Gallery(label="Thumbnails from the dataset index", columns=6, height="auto",
+                                                elem_id="lookup-gallery")
+                    lookup_in.change(on_lookup, [lookup_in], [lookup_status, lookup_table, lookup_gallery],
+                                     api_name="lookup")
+                gr.Markdown("## Findings: tables from the committed results\n\n" + (
+                    "" if tables else "No result tables were found (run `fracbench run` then `fracbench tables`)."),
+                    elem_id="findings-intro")
+                for title, text in tables:
+                    with gr.Accordion(title, open=title.endswith(("claims.md", "leak.md"))):
+                        gr.Markdown(text, elem_classes=["findings-table"])
         state = gr.State(None)
         outputs = [label_out, decision_out, cam_out, status_out, state]
         file_in.change(on_upload, [file_in, model_in, opacity_in], outputs, api_name=API_NAME)
@@ -404,8 +520,12 @@ def _launch_kwargs(demo, **wanted: Any) -> dict[str, Any]:
 
 
 def prepare(checkpoint: str | os.PathLike[str] | None = None, *, results: str | os.PathLike[str] | None = None,
-            allow_pickle: bool = False, progress: bool = True, echo=print):
-    """Find the checkpoints under ``results`` (training a tiny one when there is none) and build the page."""
+            allow_pickle: bool = False, progress: bool = True, echo=print, lookup_data: str | None = None):
+    """Find the checkpoints under ``results`` (training a tiny one when there is none) and build the page.
+
+    ``lookup_data`` (``DATASET[:PATH]``) indexes that dataset for the "is this image in the training
+    set?" lookup on the second tab.
+    """
     from fracbench.checkpoint import load_checkpoint
     from fracbench.paths import default_results_dir
     from fracbench.predict import best_checkpoint, find_checkpoints
@@ -426,7 +546,13 @@ def prepare(checkpoint: str | os.PathLike[str] | None = None, *, results: str | 
                       "radiographs for 2 epochs at 64 px. Expect weak predictions; run `fracbench run` or "
                       "`fracbench train` and restart the demo for a real model.")
             echo(f"trained {default}")
-    demo = build_demo(found, default, notice=notice, allow_pickle=allow_pickle)
+    lookup = None
+    if lookup_data:
+        from fracbench.lookup import load_lookup
+
+        lookup = load_lookup(lookup_data, results_dir, progress=progress)
+        echo(f"lookup: {len(lookup)} images of {lookup.dataset} indexed")
+    demo = build_demo(found, default, notice=notice, allow_pickle=allow_pickle, results=results_dir, lookup=lookup)
     demo.fracbench_default = default
     return demo
 
@@ -434,7 +560,7 @@ def prepare(checkpoint: str | os.PathLike[str] | None = None, *, results: str | 
 def launch(checkpoint: str | os.PathLike[str] | None = None, *, share: bool = False,
            auth: str | tuple[str, str] | None = None, host: str = "127.0.0.1", port: int | None = 7860,
            results: str | os.PathLike[str] | None = None, allow_pickle: bool = False,
-           prevent_thread_lock: bool = False, progress: bool = True, echo=print):
+           prevent_thread_lock: bool = False, progress: bool = True, echo=print, lookup_data: str | None = None):
     """Find (or train) a model, build the page and serve it; returns the Blocks.
 
     Blocks until interrupted unless ``prevent_thread_lock`` (then call ``demo.close()``).
@@ -443,7 +569,8 @@ def launch(checkpoint: str | os.PathLike[str] | None = None, *, share: bool = Fa
     """
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     auth_t = _parse_auth(auth)
-    demo = prepare(checkpoint, results=results, allow_pickle=allow_pickle, progress=progress, echo=echo)
+    demo = prepare(checkpoint, results=results, allow_pickle=allow_pickle, progress=progress, echo=echo,
+                   lookup_data=lookup_data)
     if share and not auth_t:
         echo("--share without --auth: anyone with the link can use this demo; consider --auth user:password")
     kwargs = _launch_kwargs(demo, server_name=host, server_port=port, share=share, auth=auth_t,

@@ -41,6 +41,8 @@ class FileResult:
     decision: str = ""
     warning: str = ""
     reason: str = ""
+    ood: str = ""  # "in distribution", "out of distribution" or "no OOD reference" (fracbench.ood)
+    ood_distance: float | None = None  # feature-space distance to the training images
 
     @property
     def predicted(self) -> bool:
@@ -238,9 +240,11 @@ def predict_files(checkpoint: Checkpoint, paths: Iterable[str | os.PathLike[str]
 
     Files are decoded as training decodes them and scored in batches; a file that does not decode
     is skipped with the decoder's reason and advice, and never stops the rest. A partly decodable
-    (truncated) file is scored with a ``warning``.
+    (truncated) file is scored with a ``warning``; an image unlike the training radiographs gets
+    ``ood`` = "out of distribution" (fracbench.ood).
     """
     from fracbench.data.decode import DecodeError, decode_image
+    from fracbench.ood import ood_columns
     from fracbench.progress import track
 
     entries = expand_paths(paths)
@@ -261,18 +265,21 @@ def predict_files(checkpoint: Checkpoint, paths: Iterable[str | os.PathLike[str]
             done.append((i, name, describe_warnings(decoded.warnings)))
         if not tensors:
             continue
-        for (i, name, warning), p in zip(done, _scores(checkpoint, torch.cat(tensors))):
-            results[i] = FileResult(name, PREDICTED, float(p), decision(float(p), checkpoint.threshold), warning)
+        x = torch.cat(tensors)
+        ood = ood_columns(checkpoint, x)  # {"ood", "ood_distance"} per image (see fracbench.ood)
+        for (i, name, warning), p, extra in zip(done, _scores(checkpoint, x), ood):
+            results[i] = FileResult(name, PREDICTED, float(p), decision(float(p), checkpoint.threshold), warning,
+                                    **extra)
     return [r for r in results if r is not None]
 
 
 def predict_paths(checkpoint: Checkpoint, paths: Iterable[str | os.PathLike[str]],
                   batch_size: int = 32) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """:func:`predict_files` split in two: rows ``{file, p_fracture, decision, warning}`` of the
-    files predicted, and ``{file, reason}`` of those skipped (both in input order)."""
+    """:func:`predict_files` split in two: rows ``{file, p_fracture, decision, warning, ood, ood_distance}``
+    of the files predicted, and ``{file, reason}`` of those skipped (both in input order)."""
     results = predict_files(checkpoint, paths, batch_size)
-    rows = [{"file": r.file, "p_fracture": r.p_fracture, "decision": r.decision, "warning": r.warning}
-            for r in results if r.predicted]
+    rows = [{"file": r.file, "p_fracture": r.p_fracture, "decision": r.decision, "warning": r.warning,
+             "ood": r.ood, "ood_distance": r.ood_distance} for r in results if r.predicted]
     return rows, [{"file": r.file, "reason": r.reason} for r in results if not r.predicted]
 
 

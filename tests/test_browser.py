@@ -104,3 +104,43 @@ def test_upload_shows_probability_and_heatmap(served, tmp_path: Path) -> None:
             browser.close()
     assert shot.stat().st_size > 10_000
     shutil.copyfile(shot, SCREENSHOT_COPY)
+
+
+@pytest.fixture(scope="module")
+def served_with_findings(tmp_path_factory: pytest.TempPathFactory):
+    """A demo whose results folder holds a claims table, so the findings tab has something to render."""
+    from fracbench.checkpoint import save_checkpoint
+    from fracbench.demo import launch
+    from fracbench.models import create_model
+
+    results = tmp_path_factory.mktemp("results-findings")
+    torch.manual_seed(0)
+    save_checkpoint(results / "runs" / "paper_honest" / "seed0" / "checkpoints" / "best",
+                    create_model("paper_cnn", image_size=64), model_name="paper_cnn", model_kwargs={},
+                    image_size=64, channels=3, threshold=0.5)
+    (results / "synthetic" / "tables").mkdir(parents=True)
+    (results / "synthetic" / "tables" / "claims.md").write_text(
+        "| claim | paper | ours |\n|---|---|---|\n| accuracy | 99.8% | 71.0% |\n")
+    demo = launch(results=results, port=_free_port(), prevent_thread_lock=True, progress=False,
+                  echo=lambda line: None)
+    yield demo
+    demo.close()
+
+
+def test_findings_tab_renders_the_claims_table(served_with_findings) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(served_with_findings.local_url, wait_until="domcontentloaded")
+            page.get_by_role("tab", name="Findings and training-set lookup").click(timeout=60_000)
+            table = page.locator(".findings-table table").first
+            expect(table).to_be_visible(timeout=30_000)
+            expect(table).to_contain_text("99.8%")
+            expect(table.locator("th").first).to_have_text("claim")
+            expect(page.get_by_text("No dataset is loaded for lookup")).to_be_visible()
+            page.screenshot(path="/tmp/demo_screenshot_findings.png", full_page=True)
+        finally:
+            browser.close()

@@ -227,3 +227,94 @@ def test_no_checkpoint_trains_a_fallback_and_says_so(tmp_path: Path, ckpt_path: 
     assert any("training a tiny paper_cnn" in line for line in lines)
     notices = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "notice"]
     assert notices and "No trained model was found" in notices[0].value
+
+
+# --------------------------------------------------------------------------------------------
+# the OOD guard on the page, and the findings tab (tables and the training-set lookup)
+
+
+def _copy_checkpoint(ckpt_path: Path, dest: Path) -> Path:
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for suffix in (".safetensors", ".json"):
+        shutil.copyfile(ckpt_path.with_suffix(suffix), (dest / "best").with_suffix(suffix))
+    return dest / "best.safetensors"
+
+
+def test_analyse_reports_the_ood_guard(tmp_path: Path, ckpt_path: Path) -> None:
+    from fracbench.checkpoint import write_ood_reference
+    from fracbench.ood import ood_score
+
+    xray = str(_png(tmp_path / "x.png", _xray()))
+    bare = Analyzer([ckpt_path], ckpt_path).analyse(xray, None, 0.4)
+    assert "no OOD reference" in bare["status"] and not bare["ood"].flagged
+    # a reference whose threshold sits just under this image's distance (and one just above): the page
+    # must warn exactly when the guard says so
+    guarded = _copy_checkpoint(ckpt_path, tmp_path / "guarded")
+    ref = {"version": 1, "dim_in": 32, "center": [0.0] * 32, "components": None, "mean": [0.0] * 32,
+           "precision": np.eye(32).tolist(), "threshold": 0.0}
+    write_ood_reference(guarded, ref)
+    from fracbench.checkpoint import load_checkpoint
+    from fracbench.ood import features
+    from fracbench.predict import preprocess
+
+    ck = load_checkpoint(guarded)
+    dist = float(ood_score(ref, features(ck.model, "paper_cnn", preprocess(_xray(), SIZE, 3)))[0])
+    for thr, warned in ((dist * 0.99, True), (dist * 1.01, False)):
+        write_ood_reference(guarded, {**ref, "threshold": thr})
+        r = Analyzer([guarded], guarded).analyse(xray, None, 0.4)
+        assert r["ood"].flagged is warned
+        assert ("does not look like the radiographs" in r["status"]) is warned
+        assert "no OOD reference" not in r["status"]
+
+
+def test_results_tables_are_found_and_titled(tmp_path: Path) -> None:
+    from fracbench.demo import results_tables
+
+    assert results_tables(tmp_path) == []  # none: robust, no error
+    (tmp_path / "fracatlas" / "tables").mkdir(parents=True)
+    (tmp_path / "fracatlas" / "tables" / "table1.md").write_text("| a |\n|---|\n| 1 |\n")
+    (tmp_path / "fracatlas" / "tables" / "claims.md").write_text("| claim |\n|---|\n| 99.8% |\n")
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "leak.md").write_text("| leak |\n|---|\n| 12% |\n")
+    (tmp_path / "fracatlas" / "tables" / "table1.csv").write_text("a\n1\n")
+    titles = [t for t, _ in results_tables(tmp_path)]
+    assert titles == ["fracatlas/tables/claims.md", "tables/leak.md", "fracatlas/tables/table1.md"]
+
+
+@pytest.mark.filterwarnings("ignore:.*:Warning:gradio.queueing")
+def test_served_lookup_finds_planted_copies(tmp_path: Path, ckpt_path: Path) -> None:
+    from gradio_client import Client, handle_file
+    from test_lookup import make_leaky_folder
+
+    results = tmp_path / "results"
+    _copy_checkpoint(ckpt_path, results / "runs" / "paper_honest" / "seed0" / "checkpoints")
+    (results / "synthetic" / "tables").mkdir(parents=True)
+    (results / "synthetic" / "tables" / "claims.md").write_text("| claim | ours |\n|---|---|\n| 99.8% | 71% |\n")
+    planted = make_leaky_folder(tmp_path / "leaky")
+    lines: list[str] = []
+    demo = launch(results=results, port=_free_port(), prevent_thread_lock=True, progress=False, echo=lines.append,
+                  lookup_data=f"imagefolder:{tmp_path / 'leaky'}")
+    try:
+        assert any("13 images of imagefolder indexed" in line for line in lines)
+        tables = [b.value for b in demo.blocks.values() if "findings-table" in (getattr(b, "elem_classes", None) or [])]
+        assert [t.strip() for t in tables] == ["| claim | ours |\n|---|---|\n| 99.8% | 71% |"]
+        client = Client(demo.local_url, verbose=False)
+        verdict, table, gallery = client.predict(handle_file(str(planted["exact"])), api_name="/lookup")
+        rows = {r[-1].split("/")[-1]: r for r in table["data"]}
+        assert "is in the imagefolder dataset: 2 copies" in verdict
+        assert (rows["tr2.png"][0], rows["tr2.png"][2]) == ("exact file", "fractured")
+        assert rows["tr2.png"][1].startswith("train")  # the leak: the uploaded test image is a train image
+        assert len(gallery) == len(table["data"])
+        verdict, table, _ = client.predict(handle_file(str(planted["turned"])), api_name="/lookup")
+        rows = {r[-1].split("/")[-1]: r for r in table["data"]}
+        assert rows["tr3.png"][0] == "near duplicate" and rows["tr3.png"][3] != "identity"
+        assert rows["tr3.png"][1].startswith("train")
+        fresh = _png(tmp_path / "fresh.png", render_case(np.random.default_rng([77, 1]), 96, True, 0.5).pixels)
+        verdict, table, _ = client.predict(handle_file(str(fresh)), api_name="/lookup")
+        assert "No copy of fresh.png" in verdict
+        assert {r[0] for r in table["data"]} == {"similar (not a copy)"}
+        client.close()
+    finally:
+        demo.close()

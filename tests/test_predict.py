@@ -245,7 +245,7 @@ def test_cli_predict_writes_csv_and_cams(tmp_path: Path, ckpt_path: Path) -> Non
     with out.open(newline="") as fh:
         table = list(csv.DictReader(fh))
     assert [Path(r["file"]).name for r in table] == ["bad.jpg", "x0.png", "x1.png"]
-    assert list(table[0]) == ["file", "status", "p_fracture", "decision", "warning", "reason"]
+    assert list(table[0]) == ["file", "status", "p_fracture", "decision", "warning", "reason", "ood", "ood_distance"]
     assert all(r["status"] == "predicted" and 0 <= float(r["p_fracture"]) <= 1 for r in table[1:])
     assert table[0]["status"] == "skipped" and table[0]["p_fracture"] == "" and table[0]["reason"]
     assert not list(out.parent.glob(".*.tmp"))  # written atomically, nothing left behind
@@ -270,7 +270,8 @@ def test_cli_predict_output(tmp_path: Path, ckpt_path: Path, capsys: pytest.Capt
     by_name = {Path(r["file"]).name: r for r in summary["results"]}
     assert by_name["cut.jpg"]["warning"] == TRUNCATED_WARNING
     assert by_name["readme.txt"] == {"file": str(folder / "readme.txt"), "status": "skipped", "p_fracture": None,
-                                     "decision": "", "warning": "", "reason": "not an image: .txt"}
+                                     "decision": "", "warning": "", "reason": "not an image: .txt",
+                                     "ood": "", "ood_distance": None}
     err = " ".join(out.err.split())
     assert f"warning: {folder / 'cut.jpg'}: {TRUNCATED_WARNING}" in err  # visible, even with --json
     assert "3 files: 2 predicted (1 with a warning), 1 skipped" in err

@@ -1,0 +1,98 @@
+"""Tests for fracbench.lookup: exact and near-duplicate lookup of an image in a dataset's index."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fracbench.data import prepare
+from fracbench.data.decode import decode_image
+from fracbench.data.synthetic import render_case
+from fracbench.lookup import Lookup, Match, Query, build_lookup, parse_spec
+
+
+def _xray(seed: int) -> np.ndarray:
+    return render_case(np.random.default_rng([31, seed]), 96, seed % 2 == 0, 0.5).pixels
+
+
+def make_leaky_folder(root: Path) -> dict[str, Path]:
+    """train/ and test/ class folders of synthetic radiographs; test/ holds an exact copy of one train image
+    and a rotated-and-flipped copy of another (re-encoded, so neither file nor pixel hash matches)."""
+    for i in range(8):
+        cls = "fractured" if i % 2 == 0 else "not fractured"
+        (root / "train" / cls).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_xray(i)).save(root / "train" / cls / f"tr{i}.png")
+    for i in range(8, 11):
+        cls = "fractured" if i % 2 == 0 else "not fractured"
+        (root / "test" / cls).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_xray(i)).save(root / "test" / cls / f"te{i}.png")
+    exact = root / "test" / "fractured" / "copy_of_tr2.png"
+    shutil.copyfile(root / "train" / "fractured" / "tr2.png", exact)
+    turned = root / "test" / "not fractured" / "turned_tr3.png"
+    Image.fromarray(np.ascontiguousarray(np.fliplr(np.rot90(_xray(3))))).save(turned)
+    return {"exact": exact, "turned": turned, "original": root / "train" / "fractured" / "tr2.png"}
+
+
+@pytest.fixture(scope="module")
+def leaky(tmp_path_factory: pytest.TempPathFactory) -> tuple[Lookup, dict[str, Path]]:
+    root = tmp_path_factory.mktemp("leaky")
+    planted = make_leaky_folder(root)
+    return build_lookup(prepare("imagefolder", root, progress=False)), planted
+
+
+def test_exact_copy_is_found_with_its_split_and_label(leaky: tuple[Lookup, dict[str, Path]]) -> None:
+    lookup, planted = leaky
+    assert len(lookup) == 13
+    path = planted["exact"]
+    matches = lookup.query(decode_image(path).pixels, path.read_bytes())
+    kinds = {m.path.split("/")[-1]: m.kind for m in matches}
+    assert kinds == {"tr2.png": "exact file", "copy_of_tr2.png": "exact file"}, kinds
+    train = next(m for m in matches if m.path.endswith("tr2.png") and "copy" not in m.path)
+    assert train.label == 1 and train.split.startswith("train")  # the leak: a test image is a train image
+    assert train.thumb.shape == (32, 32) and train.thumb.dtype == np.uint8
+    # without the file's bytes, the decoded pixels still match exactly
+    assert {m.kind for m in lookup.query(decode_image(path).pixels)} == {"exact pixels"}
+
+
+def test_rotated_flipped_copy_is_a_near_duplicate(leaky: tuple[Lookup, dict[str, Path]]) -> None:
+    lookup, planted = leaky
+    matches = lookup.query(decode_image(planted["turned"]).pixels)
+    by = {m.path.split("/")[-1]: m for m in matches}
+    assert by["tr3.png"].kind == "near duplicate" and by["tr3.png"].transform != "identity"
+    assert by["tr3.png"].split.startswith("train") and by["tr3.png"].label == 0
+    assert by["turned_tr3.png"].kind == "exact pixels"  # the uploaded file itself is in the set too
+    assert set(by) == {"tr3.png", "turned_tr3.png"}
+
+
+def test_unrelated_image_matches_nothing_but_shows_nearest(leaky: tuple[Lookup, dict[str, Path]]) -> None:
+    lookup, _ = leaky
+    fresh = _xray(99)
+    assert lookup.query(fresh) == []
+    near = lookup.query(fresh, nearest=3)
+    assert len(near) == 3 and {m.kind for m in near} == {"similar (not a copy)"}
+    assert [m.hash_distance for m in near] == sorted(m.hash_distance for m in near)
+
+
+def test_a_second_matcher_plugs_in(leaky: tuple[Lookup, dict[str, Path]]) -> None:
+    lookup, _ = leaky
+
+    class Always:
+        name = "always-row-0"
+
+        def match(self, query: Query, lk: Lookup) -> list[Match]:
+            return [lk.match_of(0, "near duplicate", transform="keypoints", hash_distance=40)]
+
+    lookup2 = Lookup(**{**lookup.__dict__, "matchers": [*lookup.matchers, Always()]})
+    hits = lookup2.query(_xray(99))
+    assert [(m.row, m.transform) for m in hits] == [(0, "keypoints")]
+
+
+def test_parse_spec() -> None:
+    assert parse_spec("fracatlas") == ("fracatlas", None)
+    assert parse_spec("imagefolder:/data/x") == ("imagefolder", "/data/x")
+    with pytest.raises(ValueError, match="DATASET"):
+        parse_spec("imagefolder:")
