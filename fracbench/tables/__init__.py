@@ -83,8 +83,8 @@ __all__ = [
 
 
 def build_tables(runs: Sequence[Run], experiments: Any, claims: Sequence[Claim]) -> list[Table]:
-    return [table1(runs, experiments), table2(runs, experiments), table3(runs, experiments),
-            leaderboard(runs, experiments), claims_table(runs, experiments, claims), leak_table(runs, experiments),
+    return [table1(runs, experiments, claims), table2(runs, experiments), table3(runs, experiments),
+            leaderboard(runs, experiments), claims_table(runs, experiments, claims), leak_table(runs, experiments, claims),
             protocol_table(runs, experiments)]
 
 

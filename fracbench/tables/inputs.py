@@ -26,8 +26,9 @@ KNOWN_METRICS: frozenset[str] = frozenset((*RECORD_METRICS, *EPOCH_METRICS, "cou
 # protocol_effect: a habit of the paper's evaluation (or data) whose effect on its accuracy fracbench measures
 CLAIM_KINDS = ("model_result", "dataset_fact", "citation", "protocol_effect")
 PROTOCOL_EFFECTS = ("test_selection", "test_time_flip", "jpg_denominator", "selection_and_flip", "leak")
-PAPER_TEST_ACCURACY = 0.998  # "the test Accuracy was 0.998" (Experiment section)
-TOLERANCE = 0.01  # "within 1 point": one percentage point on a 0-1 scale (also applied to losses)
+# The paper's headline numbers, read from baselines/claims.yaml by id (never typed here).
+HEADLINE_TEST_CLAIM = "experiment_test_accuracy"  # "the test Accuracy was 0.998"
+HEADLINE_TRAIN_CLAIM = "experiment_train_accuracy"  # "the training accuracy was 0.999"
 # Keys that change how a run executes, not what it computes; ignored when matching a record to a profile.
 _RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "seed")
 _TABLE_ORDER = ("table1", "table2", "table3", "hparam", "reference", "audit")
@@ -281,3 +282,15 @@ def _used_runs(by_exp: Mapping[str, list[Run]], exps: Iterable[Experiment]) -> l
     return [r for e in exps for r in by_exp.get(e.name, [])]
 
 
+
+
+def paper_claim(claim_id: str, claims: Sequence[Claim] | None = None) -> Claim:
+    """The claim ``claim_id``: from ``claims`` when they hold it, else from baselines/claims.yaml.
+
+    A clear error when neither has it (the tables read the paper's headline numbers from there).
+    """
+    for c in [*(claims or ()), *load_claims()]:
+        if c.id == claim_id:
+            return c
+    raise ValueError(f"{baselines_dir() / CLAIMS_FILE}: no claim with id {claim_id!r}; the tables read the paper's "
+                     "headline numbers from it (restore the entry)")

@@ -7,6 +7,9 @@ from typing import Any
 
 from fracbench.experiments import Experiment
 from fracbench.tables.inputs import (
+    HEADLINE_TEST_CLAIM,
+    HEADLINE_TRAIN_CLAIM,
+    Claim,
     Run,
     _accuracy_as_reported,
     _by_experiment,
@@ -22,15 +25,16 @@ from fracbench.tables.inputs import (
     _table_experiments,
     _used_runs,
     check_manifests,
+    paper_claim,
 )
-from fracbench.tables.render import DASH, Table, _mean_sd, _paper, _split_value
+from fracbench.tables.render import DASH, Table, _mean_sd, _num, _paper, _split_value
 
 # --------------------------------------------------------------------------------------------
 # Table 1
 # --------------------------------------------------------------------------------------------
 
 
-def table1(runs: Sequence[Run], experiments: Any) -> Table:
+def table1(runs: Sequence[Run], experiments: Any, claims: Sequence[Claim] | None = None) -> Table:
     """The paper's Table 1 (train loss, train and test accuracy per epoch) beside fracbench's reruns."""
     runs, failed = _complete(runs)
     exps = _experiments(experiments)
@@ -64,16 +68,17 @@ def table1(runs: Sequence[Run], experiments: Any) -> Table:
     # the reported checkpoint: what each protocol's record says (selected epoch in the footnote)
     sel = ["reported checkpoint", DASH]
     sel += [_mean_sd(_selected_values(by_exp.get(e.name, []), "train_loss")) for e in t1]
-    sel.append("0.999")  # "the training accuracy was 0.999" (Experiment section)
+    train_claim, test_claim = paper_claim(HEADLINE_TRAIN_CLAIM, claims), paper_claim(HEADLINE_TEST_CLAIM, claims)
+    sel.append(_num(train_claim.value, 3))
     sel += [_mean_sd(_selected_values(by_exp.get(e.name, []), "train_accuracy")) for e in t1]
-    sel.append("0.998")  # "the test Accuracy was 0.998" (Experiment section)
+    sel.append(_num(test_claim.value, 3))
     sel += [_mean_sd([_accuracy_as_reported(r) for r in by_exp.get(e.name, [])]) for e in t1]
     sel += [_mean_sd([r.test.get("balanced_accuracy") for r in by_exp.get(e.name, []) if r.test]) for e in t1]
     sel.append(majority)
     rows.append(sel)
 
     notes = ["Paper columns: the paper's Table 1, digit for digit (rounded here to 4 decimals); in the last row the "
-             "Experiment section's 'training accuracy was 0.999, and the test Accuracy was 0.998'.",
+             f"{train_claim.where} section's '{train_claim.text}, and {test_claim.text}'.",
              "fracbench columns: mean ± sd over the seeds present (one seed: the value). " + DASH
              + ": that epoch was not run (a profile with fewer epochs) or not logged.",
              "as published: test-time random flip, accuracy over the .jpg count, checkpoint chosen on test accuracy; "
@@ -128,7 +133,7 @@ def table2(runs: Sequence[Run], experiments: Any) -> Table:
              "truncated to two decimals) beside fracbench's as-published rerun. Right: Rao [14] as quoted in Table 2 "
              "beside fracbench's STAND-IN for [14], whose architecture is unpublished: a tutorial-style CNN, not the "
              "cited network, on fracbench's dataset, not [14]'s.",
-             "[14]'s epoch N is set beside fracbench's epoch index N (0-based). [14]'s losses (0.88-1.07) exceed ln 2 "
+             f"[14]'s epoch N is set beside fracbench's epoch index N (0-based). [14]'s losses ({_loss_range(stand_in)}) exceed ln 2 "
              "= 0.693, a constant 50/50 guess on two classes, so [14] was most likely not a two-class task: the "
              "paper's side-by-side comparison (same row, epochs 18-49 against 1-11) does not compare like with like.",
              "fracbench columns: mean ± sd over the seeds present; " + DASH + ": epoch not run."]
@@ -218,3 +223,9 @@ def table3(runs: Sequence[Run], experiments: Any) -> Table:
                  notes)
 
 
+
+
+def _loss_range(exp: Experiment | None) -> str:
+    """'lo-hi' of the train losses the paper quotes for ``exp`` (from its YAML's paper: list)."""
+    losses = [pv.value for pv in (exp.paper if exp else ()) if pv.metric == "train_loss"]
+    return f"{min(losses):.2f}-{max(losses):.2f}" if losses else DASH
