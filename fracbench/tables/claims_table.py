@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fracbench.experiments import Experiment
+from fracbench.inflation import jpg_denominator_effect
 from fracbench.tables.claims import (
     LOSS_RELATIVE_TOLERANCE,
     MIN_TEST_IMAGES,
@@ -16,6 +17,7 @@ from fracbench.tables.claims import (
     scale_to_jpg_count,
     wilson_ci,
 )
+from fracbench.tables.effects import seed_effect
 from fracbench.tables.inputs import (
     EPOCH_METRICS,
     HEADLINE_TEST_CLAIM,
@@ -274,19 +276,30 @@ def _effect_row(c: Claim, paper: str, exps: Mapping[str, Experiment], by_exp: Ma
                        f"{_points(_by_seed_diff(a, b, _accuracy_as_reported))} from the leak alone (leak table)")
         return [*head, cell, _mean_sd([r.test.get("balanced_accuracy") for r in a]),
                 _split_value([r.test.get("majority_accuracy") for r in a]), "protocol effect", reason]
+    if c.effect == "jpg_denominator":
+        # measured on each dataset's real test folder: correct/.jpg count minus correct/images
+        pub = [r for rs_ in by_exp.values() for r in rs_
+               if r.record.get("protocol") == "as_published" and jpg_denominator_effect(r.test) is not None]
+        if not pub:
+            return [*head, DASH, DASH, DASH, "not comparable", "no as-published record to measure it on"]
+        per_ds: dict[str, list[float]] = {}
+        for r in pub:
+            per_ds.setdefault(str(r.record.get("dataset", "?")), []).append(jpg_denominator_effect(r.test) or 0.0)
+        cell = "; ".join(f"{ds}: {_points([statistics.fmean(v)])}" for ds, v in sorted(per_ds.items()))
+        reason = ("dividing by the number of .jpg test files instead of the number of images, on each dataset's real "
+                  "test folder (protocol table; 0 where the .jpg count is the image count)")
+        return [*head, cell, DASH, DASH, "protocol effect", reason]
     rs = [r for r in by_exp.get(exp.name, []) if isinstance(r.record.get("protocol_effects"), dict)]
     if not rs:
         return [*head, DASH, DASH, DASH, "not comparable", f"{exp.name} was not run"]
     vals = [r.record["protocol_effects"].get(c.effect) for r in rs]
-    fin = _finite(vals)
-    cell = _points(vals)
-    if len(fin) > 1:
-        cell += f" (seeds {min(fin) * 100:+.2f} to {max(fin) * 100:+.2f})"
-    what = {"test_selection": "choosing the checkpoint on test accuracy instead of validation AUROC",
+    n_test = min(int((r.record.get("counts") or {}).get("test", 0)) for r in rs)
+    cell = seed_effect(vals, n_test).cell()
+    what = {"test_selection": "choosing the checkpoint on test accuracy instead of validation AUROC (both the data and "
+                              "the criterion change; the protocol table shows them apart)",
             "test_time_flip": "the random flip at test time",
-            "jpg_denominator": "dividing by the .jpg count of a folder where a third of the images are PNG",
             "selection_and_flip": "the best flipped test accuracy over epochs (both habits together)"}[c.effect]
-    reason = (f"{what} changes the test accuracy by {_points(vals)} over {len(fin)} seed(s) (protocol table)")
+    reason = f"{what}: {cell} over {len(_finite(vals))} seed(s) (protocol table)"
     return [*head, cell, _mean_sd([r.test.get("balanced_accuracy") for r in rs]),
             _split_value([r.test.get("majority_accuracy") for r in rs]), "protocol effect", reason]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fracbench.tables.effects import pair_effect, seed_effect
 from fracbench.tables.inputs import (
     HEADLINE_TEST_CLAIM,
     Claim,
@@ -84,9 +85,8 @@ def leak_table(runs: Sequence[Run], experiments: Any, claims: Sequence[Claim] | 
             b = _leak_runs(e.name, by_exp, "grouped", protocol)
             rows.append([e.name, "(a) − (b): inflation by the leak", protocol.replace("_", " "),
                          ", ".join(sorted({str(r.seed) for r in a} & {str(r.seed) for r in b})) or "none", DASH, DASH,
-                         _points(_by_seed_diff(a, b, _accuracy_as_reported)),
-                         _points(_by_seed_diff(a, b, lambda r: r.test.get("balanced_accuracy"))), DASH,
-                         _points(_by_seed_diff(a, b, lambda r: r.test.get("auroc"))), DASH])
+                         leak_effect(a, b, "accuracy"), leak_effect(a, b, "balanced_accuracy"), DASH,
+                         leak_effect(a, b, "auroc"), DASH])
         a = _leak_runs(e.name, by_exp, "naive", "as_published")
         gap = [PAPER_TEST_ACCURACY - v for v in _finite(_accuracy_as_reported(r) for r in a)]
         rows.append([e.name, f"paper − (a): gap left to {100 * PAPER_TEST_ACCURACY:.1f}%", "as published", ", ".join(str(r.seed) for r in a)
@@ -109,10 +109,30 @@ def leak_table(runs: Sequence[Run], experiments: Any, claims: Sequence[Claim] | 
              "every image is counted); honest, at the validation threshold with the checkpoint chosen on validation "
              "AUROC. Balanced accuracy and majority-class accuracy (always answering the commoner class) stand "
              "beside it.",
-             "(a) − (b): per seed, then mean ± sd over seeds, in percentage points. paper − (a): how far the leaky "
+             "(a) − (b): mean ± sd over seeds of the per-seed differences in percentage points with a 95% t-interval; one seed: judged by whether the two runs' 95% bootstrap CIs overlap. 'no evidence' when the interval includes zero, the CIs overlap, fewer than 3 seeds ran (with no CIs) or the test set has fewer than 100 images. paper − (a): how far the leaky "
              f"split still is from the paper's {PAPER_TEST_ACCURACY}."] + notes
     notes += _failed_notes(failed, [f"{e.name}__{s}_{p}" for e in leak_exps for s, p in _LEAK_VARIANTS])
     return Table("leak", "Leak demonstration: rotated copies split at image level vs by source image (fracbench)",
                  columns, rows, notes)
 
 
+
+
+def _metric(r: Run, metric: str) -> float | None:
+    v = _accuracy_as_reported(r) if metric == "accuracy" else r.test.get(metric)
+    return None if v is None else float(v)
+
+
+def leak_effect(a: Sequence[Run], b: Sequence[Run], metric: str) -> str:
+    """(a) − (b) for ``metric``: over seeds with a 95% CI, or for one seed from the runs' own CIs; else no evidence."""
+    n_test = min((int((r.record.get("counts") or {}).get("test", 0)) for r in [*a, *b]), default=None)
+    diffs = _by_seed_diff(a, b, lambda r: _metric(r, metric))
+    if len(diffs) == 1:
+        ra = a[0] if len(a) == 1 else next(r for r in a if r.seed in {x.seed for x in b})
+        rb = next(r for r in b if r.seed == ra.seed)
+        va, vb = _metric(ra, metric), _metric(rb, metric)
+        if va is not None and vb is not None:
+            ci_key = f"{metric}_ci95"
+            # the accuracy CI is over every image; as-published counts may differ (see the jpg note)
+            return pair_effect(va, ra.test.get(ci_key), vb, rb.test.get(ci_key), n_test).cell()
+    return seed_effect(diffs, n_test).cell()
