@@ -42,6 +42,7 @@ from fracbench.tables.inputs import (
     load_claims,
     load_experiments,
     load_runs,
+    machinery_banner,
 )
 from fracbench.tables.leaderboard import leaderboard
 from fracbench.tables.leak import leak_table
@@ -83,9 +84,14 @@ __all__ = [
 
 
 def build_tables(runs: Sequence[Run], experiments: Any, claims: Sequence[Claim]) -> list[Table]:
-    return [table1(runs, experiments, claims), table2(runs, experiments), table3(runs, experiments),
+    """Every table; each carries the smoke/synthetic banner when such runs are among ``runs``."""
+    banner = machinery_banner(runs)
+    tables = [table1(runs, experiments, claims), table2(runs, experiments), table3(runs, experiments),
             leaderboard(runs, experiments), claims_table(runs, experiments, claims), leak_table(runs, experiments, claims),
             protocol_table(runs, experiments)]
+    for table in tables:
+        table.banner = banner
+    return tables
 
 
 def write_tables(results: Path, out: Path | None = None, *, baselines: Path | None = None) -> list[Path]:

@@ -294,3 +294,20 @@ def paper_claim(claim_id: str, claims: Sequence[Claim] | None = None) -> Claim:
             return c
     raise ValueError(f"{baselines_dir() / CLAIMS_FILE}: no claim with id {claim_id!r}; the tables read the paper's "
                      "headline numbers from it (restore the entry)")
+
+
+MACHINERY_BANNER = ("SMOKE / SYNTHETIC: this run tests the machinery, not the paper ({what}); "
+                    "no claim is judged by them.")
+
+
+def machinery_banner(runs: Sequence[Run]) -> str:
+    """The banner for tables built from smoke-profile runs or synthetic data ("" when there are none)."""
+    what = []
+    smoke = sorted({r.experiment for r in runs if str(r.record.get("profile", "")) == "smoke"})
+    synthetic = sorted({str(r.record.get("dataset")) for r in runs
+                        if str(r.record.get("dataset", "")).startswith("synthetic")})
+    if smoke:
+        what.append(f"smoke profile: {len(smoke)} experiment(s)")
+    if synthetic:
+        what.append(f"synthetic data: {', '.join(synthetic)}")
+    return MACHINERY_BANNER.format(what="; ".join(what)) if what else ""

@@ -29,12 +29,13 @@ class Table:
     columns: list[str]
     rows: list[list[str]]
     footnotes: list[str] = field(default_factory=list)
+    banner: str = ""  # shown above the table when set (smoke runs, synthetic data)
 
     def to_markdown(self) -> str:
         def cell(s: str) -> str:
             return str(s).replace("|", "\\|").replace("\n", " ")
 
-        lines = [f"## {self.title}", "", "| " + " | ".join(cell(c) for c in self.columns) + " |",
+        lines = [f"## {self.title}", ""] + ([f"> **{self.banner}**", ""] if self.banner else []) + ["| " + " | ".join(cell(c) for c in self.columns) + " |",
                  "|" + "|".join("---" for _ in self.columns) + "|"]
         lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in self.rows]
         if self.footnotes:
@@ -53,6 +54,7 @@ class Table:
         spec = "l" * len(self.columns)
         lines = ["\\begin{table}[htbp]", "\\centering", "\\scriptsize",
                  f"\\caption{{{_tex(self.title)}}}", f"\\label{{tab:{self.name}}}",
+                 *([f"\\textbf{{{_tex(self.banner)}}}\\par"] if self.banner else []),
                  f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
                  " & ".join(_tex(c) for c in self.columns) + " \\\\", "\\midrule"]
         lines += [" & ".join(_tex(c) for c in row) + " \\\\" for row in self.rows]
