@@ -110,6 +110,60 @@ def peak_in_boxes(heatmap: np.ndarray, image_shape: tuple[int, int], boxes: Sequ
     return False
 
 
+def box_area_fraction(image_shape: tuple[int, int], boxes: Sequence[Box]) -> float:
+    """Area of the union of the boxes over the image area: the hit chance of a uniformly random peak."""
+    h, w = int(image_shape[0]), int(image_shape[1])
+    if h <= 0 or w <= 0:
+        raise ValueError(f"image shape {image_shape} has no area")
+    mask = np.zeros((h, w), dtype=bool)
+    for x, y, bw, bh in boxes:
+        x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
+        x1, y1 = min(w, int(np.ceil(x + bw))), min(h, int(np.ceil(y + bh)))
+        if x1 > x0 and y1 > y0:
+            mask[y0:y1, x0:x1] = True
+    return float(mask.mean())
+
+
+def centre_in_boxes(image_shape: tuple[int, int], boxes: Sequence[Box]) -> bool:
+    """Whether the image centre lies in a box: the hit of a 'heatmap' that always points at the centre."""
+    cy, cx = image_shape[0] / 2, image_shape[1] / 2
+    return any(x <= cx <= x + w and y <= cy <= y + h for x, y, w, h in boxes)
+
+
+def pointing_chance(hits: int, n: int, fractions: Sequence[float], centre_hits: int) -> dict[str, Any]:
+    """The pointing game's chance rates and a verdict relative to each (pure).
+
+    (a) a uniformly random peak hits with probability = the box area fraction; its rate over images is
+    the mean fraction, with a 95% normal interval of that mean. (b) always pointing at the image centre:
+    the share of images whose centre lies in a box, with a Wilson interval. The model's hit rate (Wilson
+    interval) is "above chance" or "below chance" only when its interval and the chance interval do not
+    overlap; otherwise "no evidence" of a difference.
+    """
+    from fracbench.tables.claims import wilson_ci
+
+    def verdict(lo: float, hi: float, chance_lo: float, chance_hi: float) -> str:
+        if lo > chance_hi:
+            return "above chance"
+        if hi < chance_lo:
+            return "below chance"
+        return "no evidence of a difference from chance (CIs overlap)"
+
+    out: dict[str, Any] = {"rate_ci95": list(wilson_ci(hits, n)) if n else None}
+    if not n:
+        return {**out, "random_peak": None, "image_centre": None}
+    fr = np.asarray(fractions, dtype=float)
+    mean = float(fr.mean())
+    half = 1.959963984540054 * float(fr.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
+    rnd = [max(0.0, mean - half), min(1.0, mean + half)] if n > 1 else [0.0, 1.0]
+    cen = list(wilson_ci(centre_hits, n))
+    lo, hi = out["rate_ci95"]
+    out["random_peak"] = {"rate": mean, "rate_ci95": rnd, "verdict": verdict(lo, hi, *rnd),
+                          "what": "mean over images of the box area fraction (union of boxes / image area)"}
+    out["image_centre"] = {"hits": centre_hits, "rate": centre_hits / n, "rate_ci95": cen,
+                           "verdict": verdict(lo, hi, *cen), "what": "share of images whose centre lies in a box"}
+    return out
+
+
 def pointing_game(checkpoint: Checkpoint, images_with_boxes: Iterable[Any],
                   batch_size: int = 32) -> dict[str, Any]:
     """Share of fractured images whose heatmap peak falls inside a true box.
@@ -117,9 +171,11 @@ def pointing_game(checkpoint: Checkpoint, images_with_boxes: Iterable[Any],
     ``images_with_boxes`` yields ``(pixels, boxes)`` pairs (boxes ``(x, y, w, h)`` in that image's
     pixels) or objects with ``.pixels`` and ``.boxes`` (synthetic cases). Images without boxes are
     not fractured and are skipped. ``empty`` counts maps with no positive evidence (all zero),
-    which count as misses. ``rate`` is nan when no image had boxes.
+    which count as misses. ``rate`` is nan when no image had boxes. The chance rates and verdicts of
+    :func:`pointing_chance` stand beside it (``random_peak``, ``image_centre``).
     """
-    hits = n = empty = 0
+    hits = n = empty = centre = 0
+    fractions: list[float] = []
     pending: list[tuple[torch.Tensor, tuple[int, int], Sequence[Box]]] = []
 
     def flush() -> None:
@@ -140,8 +196,11 @@ def pointing_game(checkpoint: Checkpoint, images_with_boxes: Iterable[Any],
         if not boxes:
             continue
         gray = as_gray_uint8(pixels)
+        fractions.append(box_area_fraction(gray.shape, boxes))
+        centre += centre_in_boxes(gray.shape, boxes)
         pending.append((preprocess(gray, checkpoint.image_size, checkpoint.channels), gray.shape, list(boxes)))
         if len(pending) >= batch_size:
             flush()
     flush()
-    return {"hits": hits, "n": n, "rate": hits / n if n else float("nan"), "empty": empty}
+    return {"hits": hits, "n": n, "rate": hits / n if n else float("nan"), "empty": empty,
+            **pointing_chance(hits, n, fractions, centre)}

@@ -99,6 +99,47 @@ def protocol_effects(epochs: Sequence[dict[str, Any]], selected_epoch: int,
     return out
 
 
+def selection_decomposition(epochs: Sequence[dict[str, Any]], selected_epoch: int) -> dict[str, Any]:
+    """Effect (i), choosing the checkpoint on test, split into its two changes (pure, from epochs.jsonl).
+
+    The tutorial changes two things at once: the data that chooses (test instead of validation) and the
+    criterion (accuracy instead of AUROC). With the same criterion, accuracy, chosen on validation vs on
+    test, the difference is what using test data adds (``selection_data``); on validation data, choosing
+    on accuracy instead of AUROC gives ``selection_criterion``. The two add up to ``test_selection``.
+    """
+    by_epoch = {int(e["epoch"]): e for e in epochs}
+    order = sorted(by_epoch)
+    if selected_epoch not in by_epoch:
+        raise ValueError(f"selected epoch {selected_epoch} is not in the log")
+    test_acc = [float(by_epoch[k].get("test_accuracy", float("nan"))) for k in order]
+    val_acc = [float(by_epoch[k].get("val_accuracy", float("nan"))) for k in order]
+    pos_auroc = order.index(selected_epoch)
+    pos_val_acc = _first_argmax(val_acc)
+    pos_test_acc = _first_argmax(test_acc)
+    if pos_val_acc < 0 or pos_test_acc < 0:
+        nan = float("nan")
+        return {"val_accuracy_selected_epoch": None, "accuracy_val_accuracy_selected": nan, "selection_data": nan,
+                "selection_criterion": nan}
+    return {
+        "val_accuracy_selected_epoch": order[pos_val_acc],
+        "accuracy_val_accuracy_selected": test_acc[pos_val_acc],
+        "selection_data": test_acc[pos_test_acc] - test_acc[pos_val_acc],
+        "selection_criterion": test_acc[pos_val_acc] - test_acc[pos_auroc],
+    }
+
+
+def jpg_denominator_effect(test: dict[str, Any]) -> float | None:
+    """What the tutorial's .jpg denominator adds on a real folder: correct/.jpg count minus correct/images.
+
+    From an as_published record's test metrics (``accuracy_as_counted`` and ``accuracy_at_0.5``); 0 where
+    every test file is a .jpg, None when the record lacks either value.
+    """
+    a, b = test.get("accuracy_as_counted"), test.get("accuracy_at_0.5")
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+        return None
+    return float(a) - float(b)
+
+
 def build_mixed_tree(manifest: Manifest, png_share: float = 1 / 3, seed: int = 0,
                      root: Path | None = None) -> Manifest:
     """A copy of the test split as a class-folder tree where ``png_share`` of the images are PNG files.

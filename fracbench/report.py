@@ -81,6 +81,7 @@ def render_report(results: Path, *, baselines: Path | None = None, figures: Path
         "is fit for diagnosing anyone.</p>",
         "<nav><a href=\"#run\">What was run</a><a href=\"#data\">Dataset</a><a href=\"#tables\">Tables</a>"
         "<a href=\"#figures\">Figures</a><a href=\"#environment\">Environment</a></nav>",
+        _machinery_banner(runs),
         _run_section(runs),
         _data_section(summaries, records),
         _tables_section(results, runs, baselines),
@@ -91,6 +92,14 @@ def render_report(results: Path, *, baselines: Path | None = None, figures: Path
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _machinery_banner(runs: Sequence[Any]) -> str:
+    """A banner at the top of the page for smoke runs or synthetic data ("" otherwise)."""
+    from fracbench.tables.inputs import machinery_banner
+
+    text = machinery_banner(runs)
+    return f"<p class=disclaimer>{_e(text)}</p>" if text else ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,6 +287,8 @@ def _tables_section(results: Path, runs: Sequence[Any], baselines: Path | None) 
             out.append(f"<h3 id=\"table-{_e(name)}\">{_e(name)}</h3><p class=warn>not built: {_e(table)}</p>")
             continue
         out.append(f"<h3 id=\"table-{_e(table.name)}\">{_e(table.title)}</h3>")
+        if getattr(table, "banner", ""):
+            out.append(f"<p class=disclaimer>{_e(table.banner)}</p>")
         out.append(_table(table.columns, table.rows))
         if table.footnotes:
             out.append("<ul class=notes>" + "".join(f"<li>{_e(f)}</li>" for f in table.footnotes) + "</ul>")

@@ -136,7 +136,8 @@ def test_leak_demo_runner_records_and_table(syn, tmp_path) -> None:
     assert "majority-class" in " ".join(t.columns) and "balanced" in " ".join(t.columns)
     assert [r[1] for r in t.rows[:4]] == ["(a) image-level random"] * 2 + ["(b) grouped by source image"] * 2
     assert all(r[6] not in ("not run", "failed") for r in t.rows[:4])
-    assert t.rows[4][1].startswith("(a) − (b)") and t.rows[4][6].endswith("points")
+    # a smoke run's few test images are no evidence of a leak effect either way (issue 14)
+    assert t.rows[4][1].startswith("(a) − (b)") and t.rows[4][6].startswith("no evidence (")
     lb = leaderboard(runs, exps)
     assert {f"leak_demo__{v}" for v in VARIANTS} <= {r[0] for r in lb.rows}
     paths = write_tables(tmp_path)
@@ -168,11 +169,15 @@ def test_protocol_inflation_runner_records_and_table(syn, tmp_path) -> None:
 
     runs, exps = load_runs(tmp_path), load_experiments()
     t = protocol_table(runs, exps)
-    assert t.rows[-1][1] == "mean ± sd" and "fracbench majority-class acc" in t.columns
+    summary = next(r for r in t.rows if r[1] == "effect over seeds")
+    assert "fracbench majority-class acc" in t.columns
+    assert summary[t.columns.index("(i) choosing on test (both changes)")].startswith("no evidence (1 seed(s)")
     claims = claims_table(runs, exps, load_claims())
     effect_rows = {r[0]: r for r in claims.rows if r[7] == "protocol effect"}
-    assert {"effect_checkpoint_chosen_on_test", "effect_test_time_flip", "effect_jpg_denominator"} <= set(effect_rows)
-    assert effect_rows["effect_jpg_denominator"][4].endswith("points")
+    assert {"effect_checkpoint_chosen_on_test", "effect_test_time_flip"} <= set(effect_rows)
+    # the .jpg effect is measured on real folders from as-published records; none ran here
+    jpg = next(r for r in claims.rows if r[0] == "effect_jpg_denominator")
+    assert jpg[7] == "not comparable" and "as-published record" in jpg[8]
     again = run_experiments([exp], dataset="synthetic", data_dir=str(syn), profile="smoke", results=tmp_path,
                             progress=False)
     assert again[0].status == "skipped"

@@ -1,0 +1,94 @@
+"""Effects (differences of a rate between two conditions) as the tables state them: with a CI, or "no evidence".
+
+An effect over seeds is the mean ± sd of the per-seed differences with a 95% t-interval of the mean.
+It reads "no evidence" (and shows no point estimate as a finding) when the interval includes zero, when
+fewer than :data:`MIN_SEEDS` seeds were run, or when the test set behind it has fewer than
+:data:`~fracbench.tables.claims.MIN_TEST_IMAGES` images. An effect of one seed on enough images is
+judged from the two runs' own 95% bootstrap intervals: it is evidence only when they do not overlap.
+Pure: numbers in, a verdict and a cell out.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fracbench.tables.claims import MIN_TEST_IMAGES
+
+__all__ = ["MIN_SEEDS", "Effect", "pair_effect", "seed_effect", "t975"]
+
+MIN_SEEDS = 3  # fewer seeds: the sd (and so the interval) of the seed-to-seed spread is not estimable
+# two-sided 95% quantiles of Student's t by degrees of freedom (scipy.stats.t.ppf(0.975, df)); normal beyond
+_T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 6: 2.4469, 7: 2.3646, 8: 2.3060, 9: 2.2622,
+         10: 2.2281, 12: 2.1788, 15: 2.1314, 20: 2.0860, 30: 2.0423}
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (conservative between tabled values)."""
+    if df < 1:
+        raise ValueError("t needs at least one degree of freedom")
+    if df > 30:
+        return 1.96
+    return _T975[min(k for k in _T975 if k >= df)] if df not in _T975 else _T975[df]
+
+
+@dataclass(frozen=True)
+class Effect:
+    """An effect in rate units (0.01 = one point): mean, sd, number of seeds, its 95% CI and the verdict."""
+
+    mean: float | None
+    sd: float | None
+    n: int
+    ci: tuple[float, float] | None
+    evidence: bool
+    why: str  # why there is no evidence ("" when there is)
+
+    def cell(self, unit: str = "points") -> str:
+        """'+4.10 ± 1.20 points [95% CI +2.61, +5.59]' or 'no evidence (...)'."""
+        if self.mean is None:
+            return "—"
+        s = f"{self.mean * 100:+.2f}"
+        if self.sd is not None:
+            s += f" ± {self.sd * 100:.2f}"
+        s += f" {unit}"
+        if self.ci is not None:
+            s += f" [95% CI {self.ci[0] * 100:+.2f}, {self.ci[1] * 100:+.2f}]"
+        return s if self.evidence else f"no evidence ({self.why}; measured {s})"
+
+
+def _small(n_images: int | None) -> bool:
+    return n_images is not None and n_images < MIN_TEST_IMAGES
+
+
+def seed_effect(values: Sequence[float | None], n_images: int | None = None) -> Effect:
+    """Per-seed differences -> mean ± sd with a 95% t-interval; "no evidence" per the module's rules."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return Effect(None, None, 0, None, False, "not measured")
+    mean = statistics.fmean(vals)
+    if len(vals) < MIN_SEEDS:
+        return Effect(mean, None, len(vals), None, False, f"{len(vals)} seed(s), at least {MIN_SEEDS} needed")
+    sd = statistics.stdev(vals)
+    half = t975(len(vals) - 1) * sd / math.sqrt(len(vals))
+    ci = (mean - half, mean + half)
+    if _small(n_images):
+        return Effect(mean, sd, len(vals), ci, False, f"{n_images} test images, at least {MIN_TEST_IMAGES} needed")
+    if ci[0] <= 0 <= ci[1]:
+        return Effect(mean, sd, len(vals), ci, False, "the CI includes zero")
+    return Effect(mean, sd, len(vals), ci, True, "")
+
+
+def pair_effect(a: float, a_ci: Sequence[float] | None, b: float, b_ci: Sequence[float] | None,
+                n_images: int | None) -> Effect:
+    """One seed: a - b, evidence only when the two runs' 95% intervals do not overlap (and enough images)."""
+    d = a - b
+    if _small(n_images):
+        return Effect(d, None, 1, None, False, f"{n_images} test images, at least {MIN_TEST_IMAGES} needed")
+    if a_ci is None or b_ci is None or len(a_ci) != 2 or len(b_ci) != 2:
+        return Effect(d, None, 1, None, False, "one seed and no interval")
+    overlap = a_ci[0] <= b_ci[1] and b_ci[0] <= a_ci[1]
+    if overlap:
+        return Effect(d, None, 1, None, False, "one seed; the two runs' 95% CIs overlap")
+    return Effect(d, None, 1, None, True, "")
