@@ -278,7 +278,8 @@ def test_cli_predict_output(tmp_path: Path, ckpt_path: Path, capsys: pytest.Capt
     # without --json, stdout (not a terminal here) is TSV: a header, then one full line per file
     assert main(["predict", str(folder), "--checkpoint", str(ckpt_path), "--quiet"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split("\t") == ["file", "status", "p_fracture", "decision", "warning", "reason"]
+    assert lines[0].split("\t") == ["file", "status", "p_fracture", "decision", "warning", "reason", "ood",
+                                      "ood_distance"]
     assert [line.split("\t")[:2] for line in lines[1:]] == [
         [str(folder / "cut.jpg"), "predicted"], [str(folder / "readme.txt"), "skipped"],
         [str(folder / "x0.png"), "predicted"]]
