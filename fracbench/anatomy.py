@@ -147,3 +147,52 @@ def external_manifest(base_manifest: Manifest, external: Any, base: Any) -> tupl
             "excluded_near": kinds.count("near"),
             "excluded_ids": sorted(r.id for r in test_rows if pos[r.id] in shared)}
     return combined, info
+
+
+# ------------------------------------------------------------------------------------------------
+# what the audit and `data info` say about a dataset before any training
+# ------------------------------------------------------------------------------------------------
+
+
+def format_mix(prepared: Any, manifest: Manifest | None = None) -> dict[str, Any]:
+    """File types per split, and what the tutorial's ``glob('**/*.jpg')`` counts of each split.
+
+    The tutorial divides the number of correct answers by that count, so a split with other file
+    types scores more than 100% of the images it counts.
+    """
+    from fracbench.protocols import jpg_count
+
+    manifest = manifest or prepared.manifest
+    by: dict[str, dict[str, int]] = {}
+    paths: dict[str, list[str]] = {}
+    for r in manifest.rows:
+        ext = Path(r.path).suffix or "(none)"
+        by.setdefault(r.split, {}).setdefault(ext, 0)
+        by[r.split][ext] += 1
+        paths.setdefault(r.split, []).append(r.path)
+    out = {}
+    for split, counts in by.items():
+        n, jpg = sum(counts.values()), jpg_count(paths[split])
+        out[split] = {"by_suffix": dict(sorted(counts.items())), "images": n, "tutorial_jpg_count": jpg,
+                      "accuracy_scale": n / jpg if jpg else None}
+    return out
+
+
+def dataset_anatomy(prepared: Any, overlap: Any | None = None) -> dict[str, Any]:
+    """Copies across the splits of each split mode the dataset offers, the format mix, and (given
+    ``overlap``, another prepared dataset) which of its images occur in this one."""
+    modes = {}
+    for mode in prepared.dataset.split_modes:
+        m = prepared.manifest_for(mode) if mode != prepared.split_mode else prepared.manifest
+        modes[mode] = {"manifest_sha256": m.fingerprint, "splits": {s: sum(r.split == s for r in m.rows)
+                                                                   for s in ("train", "val", "test")},
+                       **copy_shares(prepared, m), "nn_similarity": nn_similarity(prepared, m)}
+    out: dict[str, Any] = {"split_modes": modes, "formats": format_mix(prepared)}
+    if overlap is not None:
+        ok = [int(i) for i in np.flatnonzero(overlap.index.ok)]
+        shared = shared_images(overlap, prepared, ok)
+        ids = sorted(overlap.index.records[i].id for i in shared)
+        out["overlap"] = {"dataset": overlap.name, "images": len(ok), "shared": len(shared),
+                          "shared_exact": sum(v == "exact" for v in shared.values()),
+                          "shared_near": sum(v == "near" for v in shared.values()), "shared_ids": ids}
+    return out

@@ -117,36 +117,75 @@ def crossing_groups(groups: Sequence[Sequence[int]], records, manifest: Manifest
     return out
 
 
-def audit(prepared: Prepared, manifest: Manifest | None = None,
-          pixels: Mapping[int, np.ndarray] | None = None) -> dict[str, Any]:
-    """Everything the audit reports, as plain data (JSON-ready; paths relative to the dataset root).
-
-    ``manifest`` is the split to check for leaks (default: fracbench's own). ``pixels`` maps record
-    indices of duplicate-group members to square grayscale arrays (``decode_group_images``) for the
-    pixel comparison; without it the index's 32 px thumbnails are compared.
-    """
-    idx = prepared.index
+def _exact_duplicates(idx) -> dict[str, Any]:
+    """Exact duplicates, by file bytes and by decoded pixels, counted separately."""
     recs = idx.records
-    root = Path(prepared.dataset.root)
-    own = prepared.manifest
-    manifest = manifest or own
-    given = manifest is not own
-    by_id, by_path = _split_lookup(manifest, root)
-    split_of = [_split_of(r, by_id, by_path, root) for r in recs]
-
-    # exact duplicates, by file bytes and by decoded pixels, counted separately
     file_groups = _hash_groups(idx.file_sha256, idx.ok)
     pixel_groups = _hash_groups(idx.pixel_sha256, idx.ok)
     file_pairs = {(a, b) for g in file_groups for a in g for b in g if a < b}
     pixel_only = [g for g in pixel_groups if any((a, b) not in file_pairs for a in g for b in g if a < b)]
 
-    def exact_summary(groups: list[list[int]]) -> dict[str, int]:
+    def summary(groups: list[list[int]]) -> dict[str, int]:
         n = sum(len(g) for g in groups)
         return {"groups": len(groups), "images": n, "redundant_copies": n - len(groups)}
 
-    # every duplicate group of fracbench.data.dedup, each pair confirmed pixel by pixel
+    return {
+        "by_file_hash": summary(file_groups),
+        "by_pixel_hash": summary(pixel_groups),
+        "pixel_identical_but_different_files": summary(pixel_only),
+        "file_hash_groups": [[recs[i].id for i in g] for g in file_groups],
+        "pixel_hash_groups": [[recs[i].id for i in g] for g in pixel_groups],
+    }
+
+
+KEYPOINT_TRIES = 6  # earlier members (closest thumbnails first) tried with the keypoint check
+
+
+def _closest_member(idx, i: int, earlier: Sequence[int], pixels: Mapping[int, np.ndarray] | None, limit: float,
+                    matcher: Any) -> dict[str, Any]:
+    """How member ``i`` of a group is a copy of one earlier member: identical file, identical pixels,
+    pixels under a turn/flip, or (for turned/zoomed/cropped copies) keypoints confirmed by pixel correlation."""
+    cands = []
+    for j in earlier:
+        if idx.file_sha256[i] == idx.file_sha256[j]:
+            cands.append((0, 0.0, j, "file", 0, 0.0, 1.0))
+        elif idx.pixel_sha256[i] == idx.pixel_sha256[j]:
+            cands.append((1, 0.0, j, "pixels", 0, 0.0, 1.0))
+        else:
+            a = pixels.get(j) if pixels else None
+            b = pixels.get(i) if pixels else None
+            if a is None or b is None:
+                a, b = idx.thumbs[j], idx.thumbs[i]
+            t, mean, close = _compare(b, a)  # member i ~ transform t of member j
+            cands.append((2, mean, j, "near", t, mean, close))
+    cands.sort()
+    _, _, j, how, t, mean, close = cands[0]
+    out = {"match_of": j, "match": how, "transform": TRANSFORMS[t] if how == "near" else "identical",
+           "mean_abs_diff": round(mean, 3), "close_share": round(close, 4),
+           "confirmed": how != "near" or (mean <= limit and close >= MIN_CLOSE_SHARE)}
+    if not out["confirmed"] and matcher is not None:
+        for c in cands[:KEYPOINT_TRIES]:
+            chk = matcher.check(i, c[2], 0)
+            if chk.confirmed:
+                out.update(match_of=c[2], match="keypoints", transform="turned/zoomed/cropped",
+                           mean_abs_diff=None, close_share=None, confirmed=True, inliers=chk.inliers,
+                           correlation=round(chk.ncc, 4))
+                break
+    return out
+
+
+def _duplicate_groups(prepared: Prepared, split_of: Sequence[str], root: Path,
+                      pixels: Mapping[int, np.ndarray] | None) -> tuple[list[dict], dict[str, Any]]:
+    """Every duplicate group of fracbench.data.dedup, each member tied to an earlier one and confirmed."""
+    idx = prepared.index
+    recs = idx.records
     size = COMPARE if pixels else 32
     limit = CONFIRM_MEAN.get(size, MAX_PIXEL_DIFF)
+    matcher = None
+    if any(g.kind == "near" for g in prepared.duplicates) and getattr(idx, "mids", None) is not None:
+        from fracbench.data.nearcopy import Matcher
+
+        matcher = Matcher(idx.mids)
     groups_out = []
     transforms: Counter[str] = Counter()
     unconfirmed = 0
@@ -159,29 +198,11 @@ def audit(prepared: Prepared, manifest: Manifest | None = None,
             row = {"index": i, "id": recs[i].id, "path": _rel(recs[i].path, root), "label": labels[k],
                    "part": recs[i].part, "split": splits[k], "shape": [int(v) for v in idx.shapes[i]]}
             if k:
-                # the closest earlier member (a copy may hang off any member): identical file, then
-                # identical pixels, then the smallest pixel difference under the best rotation/flip
-                cands = []
-                for j in members[:k]:
-                    if idx.file_sha256[i] == idx.file_sha256[j]:
-                        cands.append((0, 0.0, j, "file", 0, 0.0, 1.0))
-                    elif idx.pixel_sha256[i] == idx.pixel_sha256[j]:
-                        cands.append((1, 0.0, j, "pixels", 0, 0.0, 1.0))
-                    else:
-                        a = pixels.get(j) if pixels else None
-                        b = pixels.get(i) if pixels else None
-                        if a is None or b is None:
-                            a, b = idx.thumbs[j], idx.thumbs[i]
-                        t, mean, close = _compare(b, a)  # member i ~ transform t of member j
-                        cands.append((2, mean, j, "near", t, mean, close))
-                best = min(cands)[2:]
-                j, how, t, mean, close = best
-                confirmed = how != "near" or (mean <= limit and close >= MIN_CLOSE_SHARE)
-                unconfirmed += not confirmed
-                if how == "near":
-                    transforms[TRANSFORMS[t]] += 1
-                row.update(match_of=recs[j].id, match=how, transform=TRANSFORMS[t] if how == "near" else "identical",
-                           mean_abs_diff=round(mean, 3), close_share=round(close, 4), confirmed=confirmed)
+                m = _closest_member(idx, i, members[:k], pixels, limit, matcher)
+                unconfirmed += not m["confirmed"]
+                if m["match"] in ("near", "keypoints"):
+                    transforms[m["transform"]] += 1
+                row.update(m, match_of=recs[m["match_of"]].id)
             rows.append(row)
         present = sorted({s for s in splits if s in SPLITS}, key=SPLITS.index)
         groups_out.append({
@@ -189,16 +210,22 @@ def audit(prepared: Prepared, manifest: Manifest | None = None,
             "labels": sorted(set(labels)), "conflicting_labels": len(set(labels)) > 1,
             "splits": present, "crosses_splits": len(present) > 1,
         })
+    n_near = sum(1 for g in groups_out if g["kind"] == "near")
+    summary = {
+        "total": len(groups_out),
+        "exact": len(groups_out) - n_near,
+        "near": n_near,
+        "images": sum(g["size"] for g in groups_out),
+        "redundant_copies": sum(g["size"] - 1 for g in groups_out),
+        "near_pairs_by_transform": dict(sorted(transforms.items())),
+        "pixel_check": {"size": size, "mean_abs_diff_max": limit, "close_levels": CLOSE,
+                        "close_share_min": MIN_CLOSE_SHARE, "unconfirmed_pairs": unconfirmed},
+    }
+    return groups_out, summary
 
-    conflicting = [{"group": g["group"], "kind": g["kind"], "ids": [m["id"] for m in g["members"]],
-                    "labels": [m["label"] for m in g["members"]], "paths": [m["path"] for m in g["members"]],
-                    "splits": [m["split"] for m in g["members"]]}
-                   for g in groups_out if g["conflicting_labels"]]
-    crossing = [{"group": g["group"], "kind": g["kind"], "ids": [m["id"] for m in g["members"]],
-                 "splits": [m["split"] for m in g["members"]], "labels": [m["label"] for m in g["members"]]}
-                for g in groups_out if g["crosses_splits"]]
 
-    # leaked evaluation images: a val/test image with a copy in train
+def _leaks(groups_out: Sequence[dict], manifest: Manifest) -> dict[str, Any]:
+    """Evaluation images with a copy in train, and the groups that cross the splits of ``manifest``."""
     leaked: Counter[str] = Counter()
     for g in groups_out:
         if "train" in g["splits"]:
@@ -206,16 +233,33 @@ def audit(prepared: Prepared, manifest: Manifest | None = None,
                 if m["split"] in ("val", "test"):
                     leaked[m["split"]] += 1
     split_sizes = Counter(r.split for r in manifest.rows)
+    crossing = [g for g in groups_out if g["crosses_splits"]]
+    return {
+        "groups_crossing_splits": len(crossing),
+        "val_images_with_a_copy_in_train": int(leaked["val"]),
+        "test_images_with_a_copy_in_train": int(leaked["test"]),
+        "test_share_with_a_copy_in_train": leaked["test"] / split_sizes["test"] if split_sizes.get("test") else None,
+    }
 
-    # faults: files, metadata against folders, splits
+
+def _faults(prepared: Prepared, root: Path) -> dict[str, Any]:
+    """Faults of files, of metadata against folders, and of splits."""
     faults = [f.as_dict() for f in prepared.faults]
     for f in faults:
         f["path"] = _rel(f["path"], root)
     file_faults = [f for f in faults if f["kind"] in FILE_FAULTS]
-    split_faults = [f for f in faults if f["kind"] in SPLIT_FAULTS]
-    meta_faults = [f for f in faults if f["kind"] not in FILE_FAULTS + SPLIT_FAULTS]
+    return {
+        "counts": dict(sorted(Counter(f["kind"] for f in faults).items())),
+        "files": file_faults,
+        "truncated": sum(f["kind"] == "truncated" for f in file_faults),
+        "unreadable": sum(f["kind"] == "unreadable" for f in file_faults),
+        "metadata": [f for f in faults if f["kind"] not in FILE_FAULTS + SPLIT_FAULTS],
+        "splits": [f for f in faults if f["kind"] in SPLIT_FAULTS],
+    }
 
-    # class balance
+
+def _class_balance(manifest: Manifest) -> dict[str, Any]:
+    """Class balance per split and per body part, with the majority-class accuracy beside it."""
     by_split: dict[str, Counter] = defaultdict(Counter)
     by_part: dict[str, Counter] = defaultdict(Counter)
     by_part_split: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
@@ -228,62 +272,65 @@ def audit(prepared: Prepared, manifest: Manifest | None = None,
     total: Counter = Counter()
     for c in by_split.values():
         total.update(c)
+    return {
+        "overall": _balance(total),
+        "by_split": {s: _balance(c) for s, c in sorted(by_split.items(), key=lambda kv: _split_key(kv[0]))},
+        "by_part": {p: _balance(c) for p, c in sorted(by_part.items())},
+        "by_part_and_split": {p: {s: _balance(c) for s, c in sorted(d.items(), key=lambda kv: _split_key(kv[0]))}
+                              for p, d in sorted(by_part_split.items())},
+    }
 
-    own_crossing = None
-    if given:
-        own_crossing = len(crossing_groups([g.members for g in prepared.duplicates], recs, own, root))
 
-    n_near = sum(1 for g in groups_out if g["kind"] == "near")
+def audit(prepared: Prepared, manifest: Manifest | None = None,
+          pixels: Mapping[int, np.ndarray] | None = None, overlap: Prepared | None = None) -> dict[str, Any]:
+    """Everything the audit reports, as plain data (JSON-ready; paths relative to the dataset root).
+
+    ``manifest`` is the split to check for leaks (default: fracbench's own). ``pixels`` maps record
+    indices of duplicate-group members to square grayscale arrays (``decode_group_images``) for the
+    pixel comparison; without it the index's 32 px thumbnails are compared. ``overlap`` is a second
+    prepared dataset whose images are looked for in this one, by content (fracbench.anatomy).
+    """
+    from fracbench.anatomy import dataset_anatomy
+
+    idx = prepared.index
+    recs = idx.records
+    root = Path(prepared.dataset.root)
+    own = prepared.manifest
+    manifest = manifest or own
+    given = manifest is not own
+    by_id, by_path = _split_lookup(manifest, root)
+    split_of = [_split_of(r, by_id, by_path, root) for r in recs]
+
+    groups_out, group_summary = _duplicate_groups(prepared, split_of, root, pixels)
+    conflicting = [{"group": g["group"], "kind": g["kind"], "ids": [m["id"] for m in g["members"]],
+                    "labels": [m["label"] for m in g["members"]], "paths": [m["path"] for m in g["members"]],
+                    "splits": [m["split"] for m in g["members"]]}
+                   for g in groups_out if g["conflicting_labels"]]
+    crossing = [{"group": g["group"], "kind": g["kind"], "ids": [m["id"] for m in g["members"]],
+                 "splits": [m["split"] for m in g["members"]], "labels": [m["label"] for m in g["members"]]}
+                for g in groups_out if g["crosses_splits"]]
+    leaks = _leaks(groups_out, manifest)
+    own_crossing = len(crossing_groups([g.members for g in prepared.duplicates], recs, own, root)) if given \
+        else len(crossing)
+    split_sizes = Counter(r.split for r in manifest.rows)
     return {
         "audit_version": AUDIT_VERSION,
         "dataset": prepared.name,
         "root": str(root),
         "images_found": len(recs),
         "images_readable": int(idx.ok.sum()),
-        "manifest": {"source": "given" if given else "fracbench", "fingerprint": manifest.fingerprint,
-                     "images": len(manifest.rows), "splits": {s: int(split_sizes.get(s, 0)) for s in SPLITS}},
-        "exact_duplicates": {
-            "by_file_hash": exact_summary(file_groups),
-            "by_pixel_hash": exact_summary(pixel_groups),
-            "pixel_identical_but_different_files": exact_summary(pixel_only),
-            "file_hash_groups": [[recs[i].id for i in g] for g in file_groups],
-            "pixel_hash_groups": [[recs[i].id for i in g] for g in pixel_groups],
-        },
-        "duplicate_groups": {
-            "total": len(groups_out),
-            "exact": len(groups_out) - n_near,
-            "near": n_near,
-            "images": sum(g["size"] for g in groups_out),
-            "redundant_copies": sum(g["size"] - 1 for g in groups_out),
-            "near_pairs_by_transform": dict(sorted(transforms.items())),
-            "pixel_check": {"size": size, "mean_abs_diff_max": limit, "close_levels": CLOSE,
-                            "close_share_min": MIN_CLOSE_SHARE, "unconfirmed_pairs": unconfirmed},
-        },
+        "manifest": {"source": "given" if given else "fracbench", "split_mode": None if given else prepared.split_mode,
+                     "fingerprint": manifest.fingerprint, "images": len(manifest.rows),
+                     "splits": {s: int(split_sizes.get(s, 0)) for s in SPLITS}},
+        "exact_duplicates": _exact_duplicates(idx),
+        "duplicate_groups": group_summary,
         "groups": groups_out,
         "conflicting_label_groups": conflicting,
         "crossing_groups": crossing,
-        "leaks": {
-            "groups_crossing_splits": len(crossing),
-            "val_images_with_a_copy_in_train": int(leaked["val"]),
-            "test_images_with_a_copy_in_train": int(leaked["test"]),
-            "test_share_with_a_copy_in_train": leaked["test"] / split_sizes["test"] if split_sizes.get("test") else None,
-            "fracbench_manifest_groups_crossing": own_crossing if given else len(crossing),
-        },
-        "faults": {
-            "counts": dict(sorted(Counter(f["kind"] for f in faults).items())),
-            "files": file_faults,
-            "truncated": sum(f["kind"] == "truncated" for f in file_faults),
-            "unreadable": sum(f["kind"] == "unreadable" for f in file_faults),
-            "metadata": meta_faults,
-            "splits": split_faults,
-        },
-        "class_balance": {
-            "overall": _balance(total),
-            "by_split": {s: _balance(c) for s, c in sorted(by_split.items(), key=lambda kv: _split_key(kv[0]))},
-            "by_part": {p: _balance(c) for p, c in sorted(by_part.items())},
-            "by_part_and_split": {p: {s: _balance(c) for s, c in sorted(d.items(), key=lambda kv: _split_key(kv[0]))}
-                                  for p, d in sorted(by_part_split.items())},
-        },
+        "leaks": {**leaks, "fracbench_manifest_groups_crossing": own_crossing},
+        "faults": _faults(prepared, root),
+        "class_balance": _class_balance(manifest),
+        "anatomy": dataset_anatomy(prepared, overlap=overlap),
     }
 
 
