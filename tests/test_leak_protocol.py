@@ -136,7 +136,19 @@ def test_leak_demo_runner_records_and_table(syn, tmp_path) -> None:
     assert "majority-class" in " ".join(t.columns) and "balanced" in " ".join(t.columns)
     assert [r[1] for r in t.rows[:4]] == ["(a) image-level random"] * 2 + ["(b) grouped by source image"] * 2
     assert all(r[6] not in ("not run", "failed") for r in t.rows[:4])
-    assert t.rows[4][1].startswith("(a) − (b)") and t.rows[4][6].endswith("points")
+    # the inflation rows, against the difference computed here from the two records of each protocol
+    recs = {v: json.loads((R.run_dir(tmp_path, f"leak_demo__{v}", 0) / R.RECORD).read_text()) for v in VARIANTS}
+
+    def reported(rec: dict) -> float:  # as published the tutorial's count (.jpg denominator), else accuracy
+        return rec["metrics"]["test"]["accuracy_as_counted" if rec["protocol"] == "as_published" else "accuracy"]
+
+    for row, protocol in zip(t.rows[4:6], ("as_published", "honest")):
+        a, b = recs[f"naive_{protocol}"], recs[f"grouped_{protocol}"]
+        assert row[1].startswith("(a) − (b)") and row[2] == protocol.replace("_", " ")
+        assert row[6] == f"{(reported(a) - reported(b)) * 100:+.2f} points"
+        ba = a["metrics"]["test"]["balanced_accuracy"] - b["metrics"]["test"]["balanced_accuracy"]
+        assert row[7] == f"{ba * 100:+.2f} points"
+        assert row[9] == f"{(a['metrics']['test']['auroc'] - b['metrics']['test']['auroc']) * 100:+.2f} points"
     lb = leaderboard(runs, exps)
     assert {f"leak_demo__{v}" for v in VARIANTS} <= {r[0] for r in lb.rows}
     paths = write_tables(tmp_path)
@@ -172,7 +184,9 @@ def test_protocol_inflation_runner_records_and_table(syn, tmp_path) -> None:
     claims = claims_table(runs, exps, load_claims())
     effect_rows = {r[0]: r for r in claims.rows if r[7] == "protocol effect"}
     assert {"effect_checkpoint_chosen_on_test", "effect_test_time_flip", "effect_jpg_denominator"} <= set(effect_rows)
-    assert effect_rows["effect_jpg_denominator"][4].endswith("points")
+    # one seed: the cell is that seed's effect, recomputed here from the counts the record keeps
+    assert effect_rows["effect_jpg_denominator"][4] == (
+        f"{(fx['mixed_correct'] / fx['mixed_jpg'] - fx['mixed_correct'] / fx['mixed_images']) * 100:+.2f} points")
     again = run_experiments([exp], dataset="synthetic", data_dir=str(syn), profile="smoke", results=tmp_path,
                             progress=False)
     assert again[0].status == "skipped"
