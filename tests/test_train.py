@@ -239,3 +239,50 @@ def test_as_published_counts_only_jpg_like_the_tutorial():
     # no .jpg at all: the tutorial divides by zero; fracbench counts every image and says so
     tr, te, note = T._denominators(PROTOCOLS["as_published"], ["a.png", "b.png"], np.array([0]), np.array([1]))
     assert (tr, te) == (1, 1) and "divide by zero" in note
+
+
+def test_honest_checkpoint_carries_the_validation_threshold(small_cache, tmp_path):
+    """The sidecar's threshold is Youden's on the validation predictions (recomputed here), not 0.5."""
+    import numpy as np
+
+    rec = T.fit(_cfg(), small_cache, tmp_path, progress=False)
+    val = [p for p in R.read_predictions(tmp_path) if p["split"] == "val"]
+    y = np.array([p["label"] for p in val])
+    s = np.array([p["score"] for p in val])
+
+    def youden(t):
+        pred = s >= t
+        return pred[y == 1].mean() - pred[y == 0].mean()
+
+    best = max(sorted(set(s.tolist()), reverse=True), key=youden)  # first maximum: the largest threshold
+    assert rec["threshold"] == best and rec["threshold_source"] == "validation (youden)"
+    ck = load_checkpoint(tmp_path / "checkpoints" / "best.safetensors")
+    assert ck.threshold == best != 0.5
+    assert ck.meta["record"] == "../record.json"
+
+
+def test_as_published_jpg_denominator_through_fit(tmp_path):
+    """Accuracy "as counted" = correct test images / the test folder's .jpg files (counted here from the folder)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    exts = [".jpg", ".png", ".jpeg", ".JPG"]
+    for split, n in (("train", 12), ("val", 6), ("test", 10)):
+        for label, cls in ((1, "fractured"), (0, "not fractured")):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                px = (rng.random((40, 40)) * 80 + 120 * label).astype(np.uint8)
+                Image.fromarray(px).save(tmp_path / "data" / split / cls / f"{i}{exts[i % len(exts)]}",
+                                         format="PNG" if exts[i % len(exts)] == ".png" else "JPEG")
+    test_files = [p for p in (tmp_path / "data" / "test").rglob("*") if p.is_file()]
+    jpg = sum(p.name.endswith(".jpg") for p in test_files)
+    assert 0 < jpg < len(test_files) == 20
+    cache = build_cache(prepare("imagefolder", tmp_path / "data", progress=False).manifest, 32, progress=False)
+    rec = T.fit(_cfg(protocol="as_published", image_size=32, epochs=2), cache, tmp_path / "run", progress=False)
+    test = [p for p in R.read_predictions(tmp_path / "run") if p["split"] == "test"]
+    correct = sum((p["score"] >= 0.5) == (p["label"] == 1) for p in test)
+    assert len(test) == 20 and rec["counts"]["test_denominator"] == jpg
+    assert rec["metrics"]["test"]["accuracy_as_counted"] == correct / jpg
+    assert rec["metrics"]["test"]["accuracy_at_0.5"] == correct / 20
+    assert f"{20 - jpg} test images of other types scored but not counted" in rec["accuracy_denominator"]
