@@ -397,19 +397,25 @@ def test_second_run_on_the_same_results_is_refused(syn_root: Path, tmp_path: Pat
     from fracbench.cli import main
 
     results = tmp_path / "results"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # the first run stops after its first epoch's resume state is saved (so it holds the lock and is mid-run),
+    # prints "paused" and waits for a line on stdin: the second run is concurrent by construction, not by timing
+    first_code = (
+        "import sys\nimport fracbench.train as T\nfrom fracbench.cli import main\nreal = T._save_last\n"
+        "def save(*a, **k):\n    real(*a, **k)\n    if a[-1]['epoch'] == 0:\n"
+        "        print('paused', flush=True); sys.stdin.readline()\n"
+        "T._save_last = save\nsys.exit(main(sys.argv[1:]))\n")
     first = subprocess.Popen(
-        [sys.executable, "-m", "fracbench.cli", "run", *_SMOKE, "--data-dir", str(syn_root), "--results", str(results)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        [sys.executable, "-c", first_code, "run", *_SMOKE, "--data-dir", str(syn_root), "--results", str(results)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        lock = results / ".lock"
-        deadline = time.monotonic() + START_TIMEOUT
-        while not (lock.exists() and lock.read_text().strip() == str(first.pid)):  # the pid is written once locked
-            assert first.poll() is None, first.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the first run never took the lock"
-            time.sleep(0.05)
+        assert first.stdout is not None and first.stdin is not None
+        for line in first.stdout:  # blocks until the child pauses, or ends (EOF): no sleeps, no deadline
+            if line.strip() == "paused":
+                break
+        assert first.poll() is None, first.communicate()[1][-3000:]
+        assert (results / ".lock").read_text().strip() == str(first.pid)  # it holds the lock
 
-        assert first.poll() is None  # still running: the second run really is concurrent
         capsys.readouterr()
         rc = main(["run", *_SMOKE, "--data-dir", str(syn_root), "--results", str(results)])
         err = capsys.readouterr().err
@@ -417,6 +423,8 @@ def test_second_run_on_the_same_results_is_refused(syn_root: Path, tmp_path: Pat
         assert "another `fracbench run` is writing here" in err and str(results) in " ".join(err.split())
         assert first.poll() is None  # the refusal did not disturb the first run
 
+        first.stdin.write("go\n")
+        first.stdin.flush()
         _, first_err = first.communicate(timeout=600)
     finally:
         if first.poll() is None:
