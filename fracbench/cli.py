@@ -264,7 +264,8 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="local pretrained weights (never downloaded)")
     p.add_argument("--device")
     p.add_argument("--resume", action="store_true", help="continue from the last finished epoch")
-    p.add_argument("--results", help="results folder (default: results/ of the checkout)")
+    p.add_argument("--results", help="results folder (default: results/adhoc/<dataset>/, which the tables do not "
+                   "read; `fracbench run` writes the benchmark's records)")
     p.add_argument("--name", help="experiment name for the record (default: train_<model>_<protocol>)")
 
 
@@ -277,7 +278,7 @@ def _train(args: argparse.Namespace) -> int:
     from fracbench.data import prepare
     from fracbench.data.cache import build_cache
     from fracbench.models import MODELS
-    from fracbench.paths import default_results_dir
+    from fracbench.paths import adhoc_dir
     from fracbench.train import fit
 
     MODELS.get(args.model)  # fail fast, with close matches, before any data work
@@ -287,7 +288,8 @@ def _train(args: argparse.Namespace) -> int:
     prepared = prepare(args.dataset, args.data_dir, progress=not args.quiet)
     cache = build_cache(prepared.manifest, cfg.image_size, progress=not args.quiet)
     name = args.name or f"train_{args.model}_{args.protocol}"
-    results = Path(args.results) if args.results else default_results_dir() / prepared.name
+    # one-off runs stay out of results/<dataset>/runs, which the committed tables are built from
+    results = Path(args.results) if args.results else adhoc_dir(prepared.name)
     out = R.run_dir(results, name, args.seed)
     rec = fit(cfg, cache, out, experiment=name, resume=args.resume, progress=not args.quiet)
     m = rec["metrics"]["test"]
@@ -471,7 +473,8 @@ def _configure_audit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", help="check this split (a fracbench manifest CSV, e.g. a naive random split) for "
                    "leaks instead of fracbench's own")
     p.add_argument("--split-seed", type=int, default=0, help="seed of fracbench's own split")
-    p.add_argument("--out", help="folder for audit.json and audit.html (default: results/<dataset>/audit/)")
+    p.add_argument("--out", help="folder for audit.json and audit.html (default: results/adhoc/<dataset>/audit/, "
+                   "outside the committed results)")
     p.add_argument("--json", action="store_true", help="also print the JSON report")
 
 
@@ -480,15 +483,16 @@ def _configure_audit(p: argparse.ArgumentParser) -> None:
 def _audit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fracbench.audit import audit, decode_group_images, default_out, print_audit, write_audit
+    from fracbench.audit import audit, decode_group_images, print_audit, write_audit
     from fracbench.data import prepare
     from fracbench.data.manifest import Manifest
+    from fracbench.paths import adhoc_dir
 
     prepared = prepare(args.dataset, args.data_dir, seed=args.split_seed, progress=not args.quiet)
     manifest = Manifest.read(args.manifest, prepared.name, prepared.dataset.root) if args.manifest else None
     squares, thumbs = decode_group_images(prepared)
     report = audit(prepared, manifest, pixels=squares)
-    out = Path(args.out) if args.out else default_out(prepared.name)
+    out = Path(args.out) if args.out else adhoc_dir(prepared.name) / "audit"
     paths = write_audit(report, out, thumbs)
     if args.json:
         print(json.dumps(report, indent=2))

@@ -38,3 +38,18 @@ def default_results_dir() -> Path:
     if (REPO_ROOT / "pyproject.toml").exists():
         return REPO_ROOT / "results"
     return Path.cwd() / "results"
+
+
+def adhoc_dir(dataset: str) -> Path:
+    """Where `fracbench train` and `fracbench audit` write by default: ``<results>/adhoc/<dataset>/``.
+
+    Not ``<results>/<dataset>/``: the tables, figures and report read ``<results>/<dataset>/runs``,
+    so a one-off run there would change the committed leaderboard. The folder carries its own
+    ``.gitignore`` so nothing in it is committed by accident; ``--results``/``--out`` still choose any folder.
+    """
+    root = default_results_dir() / "adhoc"
+    root.mkdir(parents=True, exist_ok=True)
+    ignore = root / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# ad-hoc `fracbench train` / `fracbench audit` output: never committed\n*\n")
+    return root / dataset

@@ -37,26 +37,39 @@ def run_dir(results: str | Path, experiment: str, seed: int) -> Path:
 _RESULT_PATHS = ("fracbench", "baselines")
 
 
-@functools.lru_cache(maxsize=1)
-def git_state() -> dict[str, Any]:
+def git_state(repo_root: str | Path | None = None) -> dict[str, Any]:
     """The checkout's commit, whether the code or experiments differ from it, and a hash of that diff.
 
     A record made on a dirty tree still says exactly what ran: ``git_diff_sha256`` is the SHA-256 of
     ``git diff HEAD`` over fracbench/ and baselines/ (untracked files there are listed in the diff too).
+    Without ``repo_root`` this is fracbench's own checkout, computed once per process (a run does not
+    change its code); with one, that repository, computed afresh.
     """
+    return _own_git_state() if repo_root is None else _git_state(Path(repo_root))
+
+
+@functools.lru_cache(maxsize=1)
+def _own_git_state() -> dict[str, Any]:
+    return _git_state(REPO_ROOT)
+
+
+def _git_state(root: Path) -> dict[str, Any]:
     import hashlib
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10,
                               check=True).stdout
 
     try:
         commit = git("rev-parse", "HEAD").strip()
         diff = git("diff", "HEAD", "--", *_RESULT_PATHS)
-        untracked = git("ls-files", "--others", "--exclude-standard", "--", *_RESULT_PATHS)
+        untracked_names = git("ls-files", "--others", "--exclude-standard", "--", *_RESULT_PATHS)
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": "unknown", "git_dirty": False, "git_diff_sha256": None}
-    dirty = bool(diff.strip() or untracked.strip())
+    # an untracked file's content decides a result as much as a tracked one's: hash it, not just its name
+    untracked = "".join(f"{name}\n{hashlib.sha256((root / name).read_bytes()).hexdigest()}\n"
+                        for name in untracked_names.splitlines() if (root / name).is_file())
+    dirty = bool(diff.strip() or untracked_names.strip())
     digest = hashlib.sha256((diff + "\n--untracked--\n" + untracked).encode()).hexdigest() if dirty else None
     return {"git_commit": commit, "git_dirty": dirty, "git_diff_sha256": digest}
 

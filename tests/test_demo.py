@@ -98,7 +98,24 @@ def test_analyse_png(tmp_path: Path, analyzer: Analyzer) -> None:
     assert r["label"]["fractured"] == pytest.approx(1 - r["label"]["not fractured"])
     assert r["overlay"].shape == (96, 96, 3) and r["overlay"].dtype == np.uint8
     assert "threshold 0.420" in r["decision"]
-    assert r["decision"].startswith("fractured" if r["p"] >= 0.42 else "not fractured")
+
+
+def test_decision_on_both_sides_of_the_threshold(tmp_path: Path, ckpt_path: Path) -> None:
+    """The same weights with the threshold at P(fracture) of an image, and one float above it."""
+    from fracbench.checkpoint import load_checkpoint
+
+    image = str(_png(tmp_path / "x.png", _xray()))
+    p = Analyzer([ckpt_path], ckpt_path).analyse(image, None, 0.4)["p"]
+    ck = load_checkpoint(ckpt_path)
+    at = save_checkpoint(tmp_path / "at" / "best", ck.model, model_name="paper_cnn", model_kwargs={}, image_size=SIZE,
+                         channels=3, threshold=p)
+    above = save_checkpoint(tmp_path / "above" / "best", ck.model, model_name="paper_cnn", model_kwargs={},
+                            image_size=SIZE, channels=3, threshold=float(np.nextafter(p, 1.0)))
+    a = Analyzer([at, above], at)
+    r_at, r_above = a.analyse(image, str(at), 0.4), a.analyse(image, str(above), 0.4)
+    assert r_at["p"] == r_above["p"] == p  # the same model, the same score
+    assert r_at["decision"].startswith("fractured (") and "≥ threshold" in r_at["decision"]  # p >= threshold
+    assert r_above["decision"].startswith("not fractured (") and "< threshold" in r_above["decision"]
 
 
 def test_analyse_large_image_is_shown_downscaled(tmp_path: Path, analyzer: Analyzer) -> None:
@@ -217,13 +234,28 @@ def test_launch_rejects_bad_auth(results_dir: Path) -> None:
         launch(results=results_dir, auth="nopassword", prevent_thread_lock=True)
 
 
-def test_no_checkpoint_trains_a_fallback_and_says_so(tmp_path: Path, ckpt_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-    monkeypatch.setattr(demo_module, "train_fallback", lambda progress=True: calls.append(1) or ckpt_path)
+@pytest.mark.slow
+def test_no_checkpoint_trains_a_fallback_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real fallback (paper_cnn, 2 epochs, 64 px, 200 images): a usable checkpoint with its record."""
+    from fracbench.checkpoint import load_checkpoint
+
+    calls: list[Path] = []
+    real = demo_module.train_fallback
+
+    def counted(progress: bool = True) -> Path:
+        calls.append(real(results=tmp_path / "fallback", progress=progress))
+        return calls[-1]
+
+    monkeypatch.setattr(demo_module, "train_fallback", counted)
     lines: list[str] = []
     demo = prepare(results=tmp_path / "empty", progress=False, echo=lines.append)
-    assert calls == [1] and demo.fracbench_default == ckpt_path
+    assert len(calls) == 1 and demo.fracbench_default == calls[0]
+    ck = load_checkpoint(calls[0])
+    assert (ck.meta["model"], ck.image_size) == ("paper_cnn", 64)
+    record = json.loads((calls[0].parent.parent / "record.json").read_text())
+    assert record["status"] == "complete" and record["epochs_run"] == 2 and record["counts"]["train"] == 200
+    assert ck.threshold == record["threshold"]
+    assert ck.meta["pointing_game"]["n"] == 24
     assert any("training a tiny paper_cnn" in line for line in lines)
     notices = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "notice"]
     assert notices and "No trained model was found" in notices[0].value

@@ -160,3 +160,98 @@ def test_cli_figures(tree: tuple[Path, Path]) -> None:
     assert main(["figures", "--results", str(res), "--data-dir", str(data), "--quiet"]) == 0
     assert (res / "figures" / "examples_paper_cnn_honest.png").exists()
     assert json.loads((res / "data" / "synthetic.json").read_text())["dataset"] == "synthetic"
+
+
+def _drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Capture each figure object as write_figures saves it, by file name."""
+    import fracbench.figures as F
+
+    figs: dict[str, Any] = {}
+    real = F._save
+
+    def keep(fig: Any, path: Path) -> Path:
+        figs[path.name] = fig
+        return real(fig, path)
+
+    monkeypatch.setattr(F, "_save", keep)
+    return figs
+
+
+def _line(ax: Any, label_start: str) -> Any:
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith(label_start)]
+    return line
+
+
+@pytest.mark.slow
+def test_figures_draw_the_records_numbers(tree: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What is drawn is what the records and predictions say (computed here from the values _fake_run wrote)."""
+    res, data = tree
+    for name, change in (("paper_cnn_honest", {"tn": 10, "fp": 3, "fn": 5, "tp": 6}), ("paper_cnn_as_published", None)):
+        d = R.run_dir(res, name, 0)
+        rec = json.loads((d / R.RECORD).read_text())
+        for k in ("tn", "fp", "fn", "tp"):
+            rec["metrics"]["test"].pop(k)
+        if change:
+            rec["metrics"]["test"].update(change)
+        else:
+            rec["threshold"] = 0.6
+        rec.pop("schema_version")
+        R.write_record(d, rec)
+    figs = _drawn(monkeypatch)
+    write_figures(res, data_root=data, echo=lambda s: None)
+
+    # (a) learning curves: the mean over seeds 0 and 1 of the epochs _fake_run wrote, per epoch
+    ax_loss, ax_acc = figs["curves_paper_cnn_honest.png"].axes[:2]
+    train_loss = _line(ax_loss, "fracbench train loss")
+    assert list(train_loss.get_xdata()) == [0, 1, 2, 3, 4]
+    assert np.allclose(train_loss.get_ydata(), [np.mean([0.7 - 0.1 * e + 0.01 * s for s in (0, 1)]) for e in range(5)])
+    test_acc = _line(ax_acc, "fracbench test accuracy")
+    assert np.allclose(test_acc.get_ydata(), [np.mean([0.6 + 0.04 * e - 0.01 * s for s in (0, 1)]) for e in range(5)])
+    assert "2 seeds" in test_acc.get_label()
+
+    # (b) ROC of seed 0: the curve's area (trapezoids) is the rank AUROC of the predictions file
+    ax_roc = figs["roc_pr_table1.png"].axes[0]
+    preds = [p for p in R.read_predictions(R.run_dir(res, "paper_cnn_honest", 0)) if p["split"] == "test"]
+    y = np.array([p["label"] for p in preds])
+    s = np.array([p["score"] for p in preds])
+    pos, neg = s[y == 1], s[y == 0]
+    auroc = np.mean([(a > b) + 0.5 * (a == b) for a in pos for b in neg])
+    roc = _line(ax_roc, "paper_cnn_honest (AUROC")
+    fpr, tpr = np.asarray(roc.get_xdata()), np.asarray(roc.get_ydata())
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1
+    assert float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)) == pytest.approx(auroc, abs=1e-12)
+    assert f"AUROC {auroc:.3f}" in roc.get_label()
+
+    # (c) confusion matrices: the honest record's own counts (made distinct here), and for the as-published run,
+    # whose counts are removed, the counts at its threshold (0.6) from its predictions, as rates per true class
+    def cells(name: str) -> tuple[np.ndarray, dict[tuple[int, int], int]]:
+        (ax,) = [a for a in figs["confusion_table1.png"].axes if a.get_title().startswith(name + "\n")]
+        at = {(round(t.get_position()[1]), round(t.get_position()[0])): int(t.get_text().split("\n")[0])
+              for t in ax.texts}
+        return np.array(ax.get_images()[0].get_array()), at
+
+    def expect(tn: int, fp: int, fn: int, tp: int) -> tuple[np.ndarray, dict[tuple[int, int], int]]:
+        return (np.array([[tn / (tn + fp), fp / (tn + fp)], [fn / (fn + tp), tp / (fn + tp)]]),
+                {(0, 0): tn, (0, 1): fp, (1, 0): fn, (1, 1): tp})
+
+    rates, at = cells("paper_cnn_honest")
+    want_rates, want_at = expect(10, 3, 5, 6)
+    assert at == want_at and np.allclose(rates, want_rates)
+    pub = [p for p in R.read_predictions(R.run_dir(res, "paper_cnn_as_published", 0)) if p["split"] == "test"]
+    yp, sp = np.array([p["label"] for p in pub]), np.array([p["score"] for p in pub]) >= 0.6
+    rates, at = cells("paper_cnn_as_published")
+    want_rates, want_at = expect(int(np.sum(~sp & (yp == 0))), int(np.sum(sp & (yp == 0))),
+                                 int(np.sum(~sp & (yp == 1))), int(np.sum(sp & (yp == 1))))
+    assert at == want_at and np.allclose(rates, want_rates)
+
+
+@pytest.mark.slow
+def test_figure_pixels_are_not_blank(tree: tuple[Path, Path]) -> None:
+    """Every PNG has drawn content: many distinct colours, and not one flat colour over most of it."""
+    res, data = tree
+    for p in write_figures(res, data_root=data, echo=lambda s: None):
+        with Image.open(p) as im:
+            px = np.asarray(im.convert("RGB")).reshape(-1, 3)
+        colours, counts = np.unique(px, axis=0, return_counts=True)
+        assert len(colours) > 50, p.name
+        assert counts.max() / len(px) < 0.97, p.name  # the background is not everything

@@ -173,7 +173,7 @@ def test_crash_while_saving_resume_state_keeps_the_previous_epoch(cache: Decoded
     assert torch.load(ckpts / T.LAST, weights_only=True)["state"]["epoch"] == 0
     assert not [p for p in ckpts.iterdir() if p.name.endswith(".tmp")]
     resumed = T.fit(cfg, cache, tmp_path / "cut", resume=True, progress=False)
-    assert resumed["metrics"] == full["metrics"]
+    assert json.dumps(resumed["metrics"]) == json.dumps(full["metrics"])  # as JSON: a nan equals itself
     assert _stable(R.read_epochs(tmp_path / "cut")) == _stable(R.read_epochs(tmp_path / "full"))
 
 
@@ -198,7 +198,7 @@ def test_resume_with_dropout_matches_uninterrupted(cache: DecodedCache, tmp_path
     monkeypatch.undo()
     torch.manual_seed(1234)  # whatever the global generator holds now must not matter
     resumed = T.fit(cfg, cache, tmp_path / "cut", resume=True, progress=False)
-    assert resumed["metrics"] == full["metrics"]
+    assert json.dumps(resumed["metrics"]) == json.dumps(full["metrics"])  # as JSON: a nan equals itself
     assert _stable(R.read_epochs(tmp_path / "cut")) == _stable(R.read_epochs(tmp_path / "full"))
 
 
@@ -206,35 +206,71 @@ def test_resume_with_dropout_matches_uninterrupted(cache: DecodedCache, tmp_path
 
 # One training process: reads the manifest, opens the (already built) decode cache, prints
 # "training" and fits with resume=True. One thread, so every process computes bit-identically.
+# A pause point (argv[5], JSON) makes the process stop at a chosen moment, print "paused" and block
+# on stdin until the test SIGKILLs it, so the kill lands exactly there, whatever the machine's load:
+#   {"epoch": e, "batch": b}: after the optimizer step of batch b (1-based) of epoch e;
+#   {"saved": e}: right after epoch e's resume state (last.pt) is written, before epochs.jsonl is.
 _TRAIN = """
 import json, sys, torch
 torch.set_num_threads(1)
+import fracbench.train as T
 from fracbench.config import TrainConfig
 from fracbench.data.cache import build_cache
 from fracbench.data.manifest import Manifest
-from fracbench.train import fit
-manifest, root, out, cfg = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+manifest, root, out, cfg, pause = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), json.loads(sys.argv[5])
 cache = build_cache(Manifest.read(manifest, "synthetic", root), cfg["image_size"], progress=False)
+
+def stop_here():
+    print("paused", flush=True)
+    sys.stdin.read()  # the test never writes: blocked until it kills this process
+    raise SystemExit("stdin closed while paused")
+
+last = __import__("pathlib").Path(out) / "checkpoints" / T.LAST
+epoch = [torch.load(last, weights_only=True)["state"]["epoch"] + 1 if last.exists() else 0]
+real_one, real_save = T.train_one_epoch, T._save_last
+
+def one_epoch(*a, **k):
+    done = [0]
+    def on_batch():
+        done[0] += 1
+        if pause and pause.get("epoch") == epoch[0] and pause.get("batch") == done[0]:
+            stop_here()
+    k["on_batch"] = on_batch
+    result = real_one(*a, **k)
+    epoch[0] += 1
+    return result
+
+def save_last(*a, **k):
+    real_save(*a, **k)
+    if pause and pause.get("saved") == a[-1]["epoch"]:
+        stop_here()
+
+T.train_one_epoch, T._save_last = one_epoch, save_last
 print("training", flush=True)
-fit(TrainConfig(**cfg), cache, out, resume=True, progress=False)
+T.fit(TrainConfig(**cfg), cache, out, resume=True, progress=False)
 print("done", flush=True)
 """
 
 KILL_CFG = dict(model="tiny_cnn", image_size=SIZE, epochs=8, batch_size=8, n_boot=50, augment="radiograph",
                 schedule="cosine", protocol="honest", device="cpu")
 START_TIMEOUT = 120.0  # seconds for a process to import torch and open the cache (a loaded CI runner)
+STEP_TIMEOUT = 600.0  # seconds to reach a pause point or finish: generous, it only bounds a hang
 
 
 class _Trainer:
-    """A training subprocess; ``started`` is set when it prints "training" (imports done)."""
+    """A training subprocess; ``started`` is set when it prints "training" (imports done), ``paused`` when it
+    stopped at its pause point and waits to be killed."""
 
-    def __init__(self, manifest: Path, root: Path, out: Path) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    def __init__(self, manifest: Path, root: Path, out: Path, pause: dict[str, int] | None = None) -> None:
+        # this checkout's fracbench, whichever one is installed
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _TRAIN, str(manifest), str(root), str(out), json.dumps(KILL_CFG)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            [sys.executable, "-c", _TRAIN, str(manifest), str(root), str(out), json.dumps(KILL_CFG), json.dumps(pause)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.started = threading.Event()
-        self.started_at = 0.0
+        self.paused = threading.Event()
+        self.ended = threading.Event()
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -243,15 +279,30 @@ class _Trainer:
         for line in self.proc.stdout:
             self.lines.append(line.strip())
             if line.strip() == "training":
-                self.started_at = time.monotonic()
                 self.started.set()
+            if line.strip() == "paused":
+                self.paused.set()
+        self.ended.set()  # stdout closed: the process exited (or was killed)
 
     def wait_started(self) -> None:
         if not self.started.wait(START_TIMEOUT):
             self.proc.kill()
             pytest.fail(f"training process did not start: {self.proc.stderr.read()[-2000:] if self.proc.stderr else ''}")
 
-    def finish(self, timeout: float = 300) -> int:
+    def kill_at_pause(self) -> None:
+        """Wait for the pause point (or the process's end, which fails the test) and SIGKILL it there."""
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while not (self.paused.is_set() or self.ended.is_set()):  # events, not sleeps: no timing assumption
+            self.paused.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                pytest.fail("training process neither paused nor ended in time")
+        if not self.paused.is_set():
+            rc = self.finish()
+            pytest.fail(f"training ended (rc {rc}) before its pause point; lines {self.lines}; {self.stderr[-2000:]}")
+        self.proc.send_signal(signal.SIGKILL)
+
+    def finish(self, timeout: float = STEP_TIMEOUT) -> int:
         try:
             _, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -281,35 +332,41 @@ def _check_intact(out: Path) -> None:
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_matches_uninterrupted(cache: DecodedCache, syn_root: Path,
                                                                     tmp_path: Path) -> None:
+    """Three SIGKILLs at seeded random points (mid-epoch, between last.pt and epochs.jsonl, mid-epoch), then resume.
+
+    Each killed process stops at its point and waits to be killed, so where the kill lands does not
+    depend on the machine's speed or load.
+    """
+    import math
+
     manifest = tmp_path / "manifest.csv"
     cache.manifest.write(manifest)
+    batches = math.ceil(len(cache.indices("train")) / KILL_CFG["batch_size"])
+    rng = random.Random(20240607)  # the kill points are random but the same on every run of the test
+    e1, e2, e3 = sorted(rng.sample(range(KILL_CFG["epochs"]), 3))
+    points = [{"epoch": e1, "batch": rng.randint(1, batches)}, {"saved": e2},
+              {"epoch": e3, "batch": rng.randint(1, batches)}]
 
-    # the uninterrupted run, timed from the end of start-up
-    ref = _Trainer(manifest, syn_root, tmp_path / "ref")
+    ref = _Trainer(manifest, syn_root, tmp_path / "ref")  # the uninterrupted run
     ref.wait_started()
     assert ref.finish() == 0, ref.stderr[-3000:]
-    train_time = time.monotonic() - ref.started_at
+    assert "done" in ref.lines and "paused" not in ref.lines
 
     out = tmp_path / "killed"
-    rng = random.Random(20240607)  # the kill points are random but the same on every run of the test
-    kills = 0
-    for _ in range(3):
-        delay = rng.uniform(0.1, 0.9) * train_time
-        t = _Trainer(manifest, syn_root, out)
+    for point in points:
+        t = _Trainer(manifest, syn_root, out, point)
         t.wait_started()
-        time.sleep(max(0.0, delay - (time.monotonic() - t.started_at)))
-        if t.proc.poll() is None:
-            t.proc.send_signal(signal.SIGKILL)
-        rc = t.finish()
-        if rc == -signal.SIGKILL:
-            kills += 1
-            assert "done" not in t.lines
-            _check_intact(out)
-        else:
-            assert rc == 0, t.stderr[-3000:]  # finished before the kill landed: nothing more to resume
-            break
-    print(f"\nuninterrupted training {train_time:.1f} s; killed {kills} time(s)")
-    assert kills >= 1, "no kill landed during training: the run is too short for the test to mean anything"
+        t.kill_at_pause()
+        assert t.finish() == -signal.SIGKILL
+        assert "done" not in t.lines
+        _check_intact(out)
+        assert not (out / R.RECORD).exists()  # killed before the end: no record yet
+        last_pt = out / "checkpoints" / T.LAST
+        saved = torch.load(last_pt, map_location="cpu", weights_only=True)["state"]["epoch"] if last_pt.exists() else -1
+        # where it stopped: mid-epoch e keeps epochs before e; after last.pt of epoch e, epoch e itself
+        assert saved == (point["saved"] if "saved" in point else point["epoch"] - 1), (point, saved)
+        if "saved" in point:
+            assert len(R.read_epochs(out)) == point["saved"]  # epochs.jsonl one epoch behind last.pt
 
     last = _Trainer(manifest, syn_root, out)  # resume until complete
     last.wait_started()
@@ -317,7 +374,7 @@ def test_sigkill_at_random_points_then_resume_matches_uninterrupted(cache: Decod
 
     a, b = R.read_record(tmp_path / "ref"), R.read_record(out)
     assert a is not None and b is not None and b["status"] == "complete"
-    assert b["metrics"] == a["metrics"]  # exactly, not approximately
+    assert json.dumps(b["metrics"]) == json.dumps(a["metrics"])  # exactly (as JSON, where a nan equals itself)
     for key in ("selected_epoch", "epochs_run", "threshold", "threshold_source", "counts", "config"):
         assert b[key] == a[key], key
     assert _stable(R.read_epochs(out)) == _stable(R.read_epochs(tmp_path / "ref"))
@@ -340,19 +397,25 @@ def test_second_run_on_the_same_results_is_refused(syn_root: Path, tmp_path: Pat
     from fracbench.cli import main
 
     results = tmp_path / "results"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # the first run stops after its first epoch's resume state is saved (so it holds the lock and is mid-run),
+    # prints "paused" and waits for a line on stdin: the second run is concurrent by construction, not by timing
+    first_code = (
+        "import sys\nimport fracbench.train as T\nfrom fracbench.cli import main\nreal = T._save_last\n"
+        "def save(*a, **k):\n    real(*a, **k)\n    if a[-1]['epoch'] == 0:\n"
+        "        print('paused', flush=True); sys.stdin.readline()\n"
+        "T._save_last = save\nsys.exit(main(sys.argv[1:]))\n")
     first = subprocess.Popen(
-        [sys.executable, "-m", "fracbench.cli", "run", *_SMOKE, "--data-dir", str(syn_root), "--results", str(results)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        [sys.executable, "-c", first_code, "run", *_SMOKE, "--data-dir", str(syn_root), "--results", str(results)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        lock = results / ".lock"
-        deadline = time.monotonic() + START_TIMEOUT
-        while not (lock.exists() and lock.read_text().strip() == str(first.pid)):  # the pid is written once locked
-            assert first.poll() is None, first.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the first run never took the lock"
-            time.sleep(0.05)
+        assert first.stdout is not None and first.stdin is not None
+        for line in first.stdout:  # blocks until the child pauses, or ends (EOF): no sleeps, no deadline
+            if line.strip() == "paused":
+                break
+        assert first.poll() is None, first.communicate()[1][-3000:]
+        assert (results / ".lock").read_text().strip() == str(first.pid)  # it holds the lock
 
-        assert first.poll() is None  # still running: the second run really is concurrent
         capsys.readouterr()
         rc = main(["run", *_SMOKE, "--data-dir", str(syn_root), "--results", str(results)])
         err = capsys.readouterr().err
@@ -360,6 +423,8 @@ def test_second_run_on_the_same_results_is_refused(syn_root: Path, tmp_path: Pat
         assert "another `fracbench run` is writing here" in err and str(results) in " ".join(err.split())
         assert first.poll() is None  # the refusal did not disturb the first run
 
+        first.stdin.write("go\n")
+        first.stdin.flush()
         _, first_err = first.communicate(timeout=600)
     finally:
         if first.poll() is None:

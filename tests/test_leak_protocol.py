@@ -181,3 +181,75 @@ def test_protocol_inflation_runner_records_and_table(syn, tmp_path) -> None:
     again = run_experiments([exp], dataset="synthetic", data_dir=str(syn), profile="smoke", results=tmp_path,
                             progress=False)
     assert again[0].status == "skipped"
+
+
+def _interrupted_then_resumed(exp, syn: Path, results: Path, monkeypatch, cut_at: int, total_epochs: int) -> None:
+    """Run ``exp``, killed (KeyboardInterrupt) right after the ``cut_at``-th epoch's resume state is saved; rerun.
+
+    The rerun must train only the epochs not yet saved (it resumes, rather than starting again).
+    """
+    from fracbench import train as T
+
+    real_save = T._save_last
+    calls = {"n": 0}
+
+    def dying_save(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == cut_at:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "_save_last", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiments([exp], dataset="synthetic", data_dir=str(syn), profile="smoke", results=results, progress=False)
+    monkeypatch.setattr(T, "_save_last", real_save)
+    real_epoch = T.train_one_epoch
+    trained = {"n": 0}
+
+    def counted_epoch(*args, **kwargs):
+        trained["n"] += 1
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(T, "train_one_epoch", counted_epoch)
+    out = run_experiments([exp], dataset="synthetic", data_dir=str(syn), profile="smoke", results=results,
+                          progress=False)
+    assert {o.status for o in out} <= {"complete", "skipped"} and "complete" in {o.status for o in out}
+    assert trained["n"] == total_epochs - cut_at
+
+
+def _same_run(a: Path, b: Path) -> None:
+    ra, rb = R.read_record(a), R.read_record(b)
+    assert ra is not None and rb is not None
+    for key in ("metrics", "selected_epoch", "epochs_run", "threshold", "counts", "leak", "protocol_effects"):
+        assert json.dumps(ra.get(key), sort_keys=True) == json.dumps(rb.get(key), sort_keys=True), (a, key)
+    volatile = {"seconds", "images_per_second"}
+    assert [{k: v for k, v in e.items() if k not in volatile} for e in R.read_epochs(a)] == \
+        [{k: v for k, v in e.items() if k not in volatile} for e in R.read_epochs(b)]
+    assert (a / R.PREDICTIONS).read_bytes() == (b / R.PREDICTIONS).read_bytes()
+
+
+@pytest.mark.slow
+def test_leak_demo_resumes_to_the_uninterrupted_records(syn, tmp_path, monkeypatch) -> None:
+    import dataclasses
+
+    exp = dataclasses.replace(load_all().get("leak_demo"), model="tiny_cnn", profiles={
+        "smoke": {"epochs": 2, "image_size": 32, "n_boot": 20, "seeds": [0], "options": {"sources": 24,
+                                                                                       "balance": True}}})
+    run_experiments([exp], dataset="synthetic", data_dir=str(syn), profile="smoke", results=tmp_path / "full",
+                    progress=False)
+    # 2 epochs per variant: the 3rd save is epoch 0 of the second variant (naive, honest)
+    _interrupted_then_resumed(exp, syn, tmp_path / "cut", monkeypatch, cut_at=3, total_epochs=8)
+    for v in VARIANTS:
+        _same_run(R.run_dir(tmp_path / "full", f"leak_demo__{v}", 0), R.run_dir(tmp_path / "cut", f"leak_demo__{v}", 0))
+
+
+@pytest.mark.slow
+def test_protocol_inflation_resumes_to_the_uninterrupted_record(syn, tmp_path, monkeypatch) -> None:
+    import dataclasses
+
+    exp = dataclasses.replace(load_all().get("protocol_inflation"), model="tiny_cnn", profiles={
+        "smoke": {"epochs": 3, "image_size": 32, "n_boot": 20, "seeds": [0]}})
+    run_experiments([exp], dataset="synthetic", data_dir=str(syn), profile="smoke", results=tmp_path / "full",
+                    progress=False)
+    _interrupted_then_resumed(exp, syn, tmp_path / "cut", monkeypatch, cut_at=1, total_epochs=3)
+    _same_run(R.run_dir(tmp_path / "full", "protocol_inflation", 0), R.run_dir(tmp_path / "cut", "protocol_inflation", 0))

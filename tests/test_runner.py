@@ -45,19 +45,33 @@ def test_run_skips_current_records_and_records_failures(syn, tmp_path):
 
 
 def test_lock_refuses_a_second_writer(tmp_path):
+    import os
     import subprocess
     import sys
+    from pathlib import Path
+
+    # flock locks are per open file description: a second process must be refused while we hold it
+    code = ("import sys; from pathlib import Path; from fracbench.runner import results_lock, ResultsLocked\n"
+            "try:\n  ctx = results_lock(Path(sys.argv[1])); ctx.__enter__(); print('got it')\n"
+            "except ResultsLocked as e: print('locked:', e)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout's fracbench
+
+    def second_writer() -> str:
+        return subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                              timeout=60, env=env).stdout
 
     with results_lock(tmp_path):
-        # flock locks are per open file description: a second process must be refused
-        code = ("import sys; from pathlib import Path; from fracbench.runner import results_lock, ResultsLocked\n"
-                "try:\n  ctx = results_lock(Path(sys.argv[1])); ctx.__enter__(); print('got it')\n"
-                "except ResultsLocked as e: print('locked:', e)\n")
-        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
-        assert "locked:" in proc.stdout and "another `fracbench run`" in proc.stdout
-    with results_lock(tmp_path):  # released: can be taken again
+        out = second_writer()
+        assert "locked:" in out and "another `fracbench run`" in out and "got it" not in out
+        # in this process too: a second results_lock opens its own file description and is refused
+        with pytest.raises(ResultsLocked, match="another `fracbench run`"):
+            with results_lock(tmp_path):
+                pass
+    # released: another process can take it now, and so can we
+    out = second_writer()
+    assert "got it" in out and "locked:" not in out
+    with results_lock(tmp_path):
         pass
-    assert ResultsLocked
 
 
 def test_cli_run_smoke_on_given_synthetic(syn, tmp_path, capsys):

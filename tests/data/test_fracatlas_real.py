@@ -21,10 +21,33 @@ from fracbench.cli import main
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
-IMAGES = 3471
-TRUNCATED = 59
-# duplicate groups whose copies carry different labels, as found by fracbench.data.dedup today
-CONFLICTING_GROUPS = 5
+
+
+# the ground truth below is computed here from the files, without fracbench (module-scoped: one pass)
+@pytest.fixture(scope="module")
+def truth(fracatlas_root: Path) -> dict[str, Any]:
+    """Image count (dataset.csv rows), truncated files (PIL cannot load them in full) and the groups of
+    pixel-identical images whose dataset.csv labels differ."""
+    from PIL import Image, ImageFile, ImageOps
+
+    with (fracatlas_root / "dataset.csv").open(newline="") as fh:
+        label = {r["image_id"].rsplit(".", 1)[0]: int(r["fractured"]) for r in csv.DictReader(fh)}
+    truncated, by_pixels = 0, defaultdict(list)
+    for p in sorted(q for q in (fracatlas_root / "images").rglob("*") if q.is_file()):
+        try:
+            with Image.open(p) as im:
+                im.load()
+        except OSError:
+            truncated += 1
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            with Image.open(p) as im:
+                g = ImageOps.exif_transpose(im).convert("L")
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+        by_pixels[hashlib.sha256(g.tobytes() + str(g.size).encode()).hexdigest()].append(p.stem)
+    conflicting = [set(g) for g in by_pixels.values() if len(g) > 1 and len({label[i] for i in g}) > 1]
+    return {"images": len(label), "truncated": truncated, "conflicting_exact": conflicting}
 
 
 @pytest.fixture(scope="module")
@@ -60,20 +83,20 @@ def _faults(info: dict[str, Any], kind: str) -> list[dict[str, str]]:
     return [f for f in info["faults"] if f["kind"] == kind]
 
 
-def test_images_found(info: dict[str, Any], fracatlas_root: Path) -> None:
+def test_images_found(info: dict[str, Any], fracatlas_root: Path, truth: dict[str, Any]) -> None:
     assert info["dataset"] == "fracatlas" and Path(info["root"]) == fracatlas_root
-    assert info["images_found"] == IMAGES
-    assert info["images_in_manifest"] == IMAGES  # truncated files are kept, nothing is unreadable
-    assert sum(sum(c.values()) for c in info["splits"].values()) == IMAGES
+    assert info["images_found"] == truth["images"]
+    assert info["images_in_manifest"] == truth["images"]  # truncated files are kept, nothing is unreadable
+    assert sum(sum(c.values()) for c in info["splits"].values()) == truth["images"]
     assert set(info["splits"]) == {"train", "val", "test"}
     assert set(info["body_parts"]) >= {"hand", "leg", "hip", "shoulder"}
 
 
-def test_known_faults(info: dict[str, Any]) -> None:
+def test_known_faults(info: dict[str, Any], truth: dict[str, Any]) -> None:
     (conflict,) = _faults(info, "label_conflict")
     assert Path(conflict["path"]).name == "IMG0003298.jpg" and "Fractured" in conflict["path"]
     truncated = _faults(info, "truncated")
-    assert len(truncated) == TRUNCATED == info["fault_counts"]["truncated"]
+    assert len(truncated) == truth["truncated"] == info["fault_counts"]["truncated"]
     assert all(f["path"].endswith(".jpg") for f in truncated)
     (mismatch,) = _faults(info, "annotation_size_mismatch")
     assert Path(mismatch["path"]).name == "IMG0002628.jpg"
@@ -91,9 +114,12 @@ def test_duplicate_groups_never_cross_splits(info: dict[str, Any]) -> None:
         assert len(g["splits"]) == 1 and g["splits"][0] in ("train", "val", "test"), g
 
 
-def test_conflicting_label_groups_are_named(info: dict[str, Any]) -> None:
+def test_conflicting_label_groups_are_named(info: dict[str, Any], truth: dict[str, Any]) -> None:
     named = info["conflicting_label_groups"]
-    assert len(named) == CONFLICTING_GROUPS
+    # every pixel-identical group with differing dataset.csv labels is named (near-duplicates may add more)
+    assert truth["conflicting_exact"]
+    for group in truth["conflicting_exact"]:
+        assert any(group <= set(g["ids"]) for g in named), group
     assert named == [g for g in info["duplicate_groups"] if len(set(g["labels"])) > 1]
     assert {"IMG0002886", "IMG0004243"} in [set(g["ids"]) for g in named]
     for g in named:
@@ -101,7 +127,7 @@ def test_conflicting_label_groups_are_named(info: dict[str, Any]) -> None:
 
 
 def test_split_twice_gives_identical_bytes(info: dict[str, Any], fracatlas_root: Path, tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+                                           capsys: pytest.CaptureFixture[str], truth: dict[str, Any]) -> None:
     outs = [tmp_path / "first.csv", tmp_path / "second.csv"]
     for out in outs:
         assert main(["data", "split", "fracatlas", "--data-dir", str(fracatlas_root), "--out", str(out),
@@ -112,7 +138,7 @@ def test_split_twice_gives_identical_bytes(info: dict[str, Any], fracatlas_root:
     assert hashlib.sha256(data).hexdigest() == info["manifest_fingerprint"]
 
     rows = list(csv.DictReader(data.decode().splitlines()))
-    assert len(rows) == IMAGES
+    assert len(rows) == truth["images"]
     splits_of_group: dict[str, set[str]] = defaultdict(set)
     for r in rows:
         splits_of_group[r["group"]].add(r["split"])
