@@ -71,6 +71,32 @@ def short_run(precision: str, data_dir: str, size: int, epochs: int, max_train: 
             "train_seconds": rec["train_seconds"], "images_per_second": rec["images_per_second"]}
 
 
+def paired_auroc_difference(work: Path, other: str, base: str = "fp32", n_boot: int = 2000) -> dict:
+    """Test AUROC of ``other`` minus ``base`` on the same test images, with a paired bootstrap 95% CI."""
+    import csv
+
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    def load(p: str) -> dict[str, tuple[int, float]]:
+        with open(work / p / "predictions.csv", newline="") as fh:
+            return {r["id"]: (int(r["label"]), float(r["score"])) for r in csv.DictReader(fh) if r["split"] == "test"}
+
+    a, b = load(base), load(other)
+    ids = sorted(a)
+    y = np.array([a[i][0] for i in ids])
+    s0, s1 = np.array([a[i][1] for i in ids]), np.array([b[i][1] for i in ids])
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(n_boot):
+        k = rng.integers(0, len(y), len(y))
+        if len(set(y[k])) == 2:
+            diffs.append(roc_auc_score(y[k], s1[k]) - roc_auc_score(y[k], s0[k]))
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {"minus": base, "test_images": len(ids), "auroc_difference": float(roc_auc_score(y, s1) - roc_auc_score(y, s0)),
+            "ci95": [float(lo), float(hi)], "max_abs_score_difference": float(np.abs(s1 - s0).max())}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
@@ -80,7 +106,16 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--max-train", type=int, default=0)
     p.add_argument("--skip-run", action="store_true")
+    p.add_argument("--compare-only", action="store_true",
+                   help="add the paired AUROC differences to an existing --out file from its run folders")
     a = p.parse_args()
+    if a.compare_only:
+        report = json.loads(Path(a.out).read_text())
+        work = Path(a.out).with_suffix("")
+        report["paired_vs_fp32"] = {pr: paired_auroc_difference(work, pr) for pr in PRECISIONS if pr != "fp32"}
+        Path(a.out).write_text(json.dumps(report, indent=1))
+        print(json.dumps(report["paired_vs_fp32"], indent=1))
+        return
     report: dict = {"torch": torch.__version__, "threads": torch.get_num_threads(), "bare_step": {}, "short_run": {},
                     "short_run_setup": {"image_size": a.run_size, "epochs": a.epochs, "max_train_images": a.max_train,
                                         "protocol": "honest", "model": "paper_cnn", "seed": 0}}
@@ -92,6 +127,7 @@ def main() -> None:
         for prec in PRECISIONS:
             report["short_run"][prec] = short_run(prec, a.data_dir, a.run_size, a.epochs, a.max_train, work)
             print(prec, report["short_run"][prec], flush=True)
+        report["paired_vs_fp32"] = {pr: paired_auroc_difference(work, pr) for pr in PRECISIONS if pr != "fp32"}
     Path(a.out).write_text(json.dumps(report, indent=1))
 
 

@@ -227,8 +227,11 @@ def print_plan(rows: Sequence[PlanRow], title: str) -> None:
                   _hms(r.seconds))
     t.add_row("[bold]total[/]", "", str(sum(r.fits for r in rows)), "", "", f"[bold]{_hms(sum(r.seconds for r in rows))}[/]")
     console.print(t)
-    console.print("Estimated from a calibration of each model's step on this machine (cached); decoding images the "
-                  "first time and other work on the machine are not included.")
+    from fracbench.paths import cache_dir
+
+    console.print("Estimated from a calibration of each model's step on this machine, cached in "
+                  f"{cache_dir() / CALIBRATION_FILE} (delete it to measure again, e.g. after a calibration made while "
+                  "the machine was busy). Decoding images the first time is not included.")
 
 
 def _hms(seconds: float) -> str:
