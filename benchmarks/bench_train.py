@@ -20,6 +20,7 @@ import time
 
 import pytest
 from _benchlib import (
+    DEVICE,
     SIZES,
     SMOKE,
     check_target,
@@ -115,3 +116,95 @@ def test_train_fracbench(benchmark, model, variant, workloads, measured, bench_d
             benchmark.extra_info["ratio_to_plain"] = round(rate / plain, 3)
     if model == "paper_cnn" and variant == "plain":
         check_target(benchmark, "fracbench/tutorial images/s", ratio, RATIO_TARGET, at_least=True, unit="x")
+
+
+PIPELINE_TARGET = 0.9  # the pipeline's epoch (training + evaluation) vs the bare model steps of the same work
+
+
+def _bare_epoch(model_name: str, size: int, n_train: int, n_eval: int, batch: int):
+    """The limit: the same training steps and evaluation forwards on one resident batch (no data at all)."""
+    import torch
+
+    model = make_model(model_name, size)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    x, y = torch.rand(batch, 3, size, size), torch.randint(0, 2, (batch,))
+    xe = torch.rand(max(batch, 64), 3, size, size)
+
+    def run() -> int:
+        model.train()
+        for _ in range(n_train // batch):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            for _ in range(-(-n_eval // len(xe))):
+                model(xe)
+        return n_train
+
+    return run
+
+
+def _pipeline_epoch(model_name: str, size: int, cache, train_rows, eval_cache, eval_rows, batch: int):
+    """fracbench's epoch: BatchLoader + flip + ``train_one_epoch``, then ``evaluate`` over the eval rows."""
+    import torch
+
+    from fracbench.loader import AUGMENTS, BatchLoader
+    from fracbench.train import evaluate, train_one_epoch
+
+    model = make_model(model_name, size)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(0)
+    loader = BatchLoader(cache, train_rows, batch, 3, shuffle=True, generator=g)
+    evals = BatchLoader(eval_cache, eval_rows, max(batch, 64), 3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def run() -> int:
+        tr = train_one_epoch(model, loader, opt, loss_fn, DEVICE, augment=AUGMENTS["flip"], generator=g)
+        evaluate(model, evals, DEVICE)
+        return tr["n"]
+
+    return run
+
+
+def test_train_pipeline_vs_bare_step(benchmark, workloads, measured, bench_data) -> None:
+    """paper_cnn: the whole epoch (training + an evaluation pass) against bare model steps of the same work.
+
+    The bare steps are the limit for any pipeline on this machine; rounds alternate the two so that
+    other work on the machine slows both alike.
+    """
+    model = "paper_cnn"
+    size, batches, rounds = _workload(model)
+    rows, cache, cache_rows, folder = workloads(model)
+    n_eval = min(len(bench_data.test_rows), batches * SIZES.batch // 2)
+    eval_rows = bench_data.test_rows[:n_eval]
+    eval_cache, eval_cache_rows = bench_data.cache_for(size, eval_rows)
+    bare = _bare_epoch(model, size, len(rows), n_eval, SIZES.batch)
+    pipe = _pipeline_epoch(model, size, cache, cache_rows, eval_cache, eval_cache_rows, SIZES.batch)
+    for _ in range(SIZES.warmup):
+        bare(), pipe()
+    bare_times: list[float] = []
+
+    def interleaved() -> int:
+        t0 = time.perf_counter()
+        bare()
+        bare_times.append(time.perf_counter() - t0)
+        return pipe()
+
+    pipe_times = run_pedantic(benchmark, interleaved, group="train-bound", rounds=rounds, warmup=0)
+    pipe_times = [t - b for t, b in zip(pipe_times, bare_times)]  # each round timed both; keep the pipeline's
+    ratio = median(bare_times) / median(pipe_times)
+    ref = measured.get(("reference", model))
+    if ref is None:
+        ref = len(rows) / median(time_calls(_reference(model, folder, size), rounds=rounds, warmup=SIZES.warmup))
+        measured[("reference", model)] = ref
+    describe(benchmark, data=bench_data.source, model=model, image_size=size, train_images=len(rows),
+             eval_images=n_eval, bare_epoch_s=round(median(bare_times), 3),
+             pipeline_epoch_s=round(median(pipe_times), 3), pipeline_to_bare=round(ratio, 3),
+             bare_train_images_per_s=round(len(rows) / median(bare_times), 2),
+             pipeline_images_per_s=round(len(rows) / median(pipe_times), 2),
+             tutorial_images_per_s=round(ref, 2),
+             pipeline_to_tutorial_train_only=round(len(rows) / median(pipe_times) / ref, 2))
+    check_target(benchmark, "fracbench epoch / bare model steps (training + evaluation)", ratio, PIPELINE_TARGET,
+                 at_least=True, unit="x")

@@ -191,6 +191,10 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
                    help="folder of a dataset that experiments test on externally (e.g. fracatlas=PATH); repeatable")
     p.add_argument("--no-report", action="store_true",
                    help="do not write the HTML report (figures and report.html) at the end")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "channels_last"],
+                   help="fp32 (default, for reproduction); bf16 autocast (CUDA and CPU); channels_last memory format")
+    p.add_argument("--plan", action="store_true",
+                   help="print each experiment x seed's estimated wall time on this machine and the total; train nothing")
 
 
 @command("run", "reproduce: run experiments x seeds on one manifest (resumable)", _configure_run)
@@ -203,6 +207,12 @@ def _run(args: argparse.Namespace) -> int:
     if not args.all and not args.names:
         console.print("name experiments to run, or use --all (see `fracbench list`)")
         return 2
+    if args.plan:
+        from fracbench.runner import plan_run
+
+        plan_run(select(args.names, args.all), dataset=args.dataset, data_dir=args.data_dir, profile=args.profile,
+                 n_seeds=args.seeds, device=args.device, progress=not args.quiet, precision=args.precision)
+        return 0
     results = Path(args.results) if args.results else None
     external = {}
     for item in args.external_data_dir:
@@ -213,7 +223,8 @@ def _run(args: argparse.Namespace) -> int:
         external[name] = path
     outcomes = run_experiments(select(args.names, args.all), dataset=args.dataset, data_dir=args.data_dir,
                                profile=args.profile, n_seeds=args.seeds, results=results, device=args.device,
-                               progress=not args.quiet, run_all=args.all, external_data=external)
+                               progress=not args.quiet, run_all=args.all, external_data=external,
+                               precision=args.precision)
     done = [o.record for o in outcomes if o.record]
     if results is None:
         dataset = done[0]["dataset"] if done else (args.dataset or "synthetic")

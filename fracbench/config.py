@@ -12,6 +12,8 @@ PROTOCOLS = ("as_published", "honest")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 AUGMENTS = ("none", "flip", "radiograph")
+# `fracbench run --precision`: the config fields each choice sets (fp32, the paper's, changes nothing)
+PRECISIONS: dict[str, dict[str, bool]] = {"fp32": {}, "bf16": {"amp": True}, "channels_last": {"channels_last": True}}
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,8 @@ class TrainConfig:
     max_train_images: int = 0  # subsample the training split (0 = all); profiles use it to fit a time budget
     seed: int = 0  # model init, batch order, augmentation
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: bool = False  # bf16 autocast (CUDA only)
-    channels_last: bool = False  # NHWC memory format (CUDA)
+    amp: bool = False  # bf16 autocast on CUDA and CPU (`fracbench run --precision bf16`)
+    channels_last: bool = False  # NHWC memory format (`--precision channels_last`)
     compile: bool = False  # torch.compile the model
     threshold_method: str = "youden"  # how the decision threshold is chosen on validation
     n_boot: int = 1000  # bootstrap resamples for 95% CIs

@@ -92,28 +92,25 @@ def is_current(record: dict[str, Any] | None, cfg_dict: dict[str, Any], manifest
 def run_experiments(experiments: Sequence[Experiment], *, dataset: str | None = None, data_dir: str | None = None,
                     profile: str = "cpu", n_seeds: int | None = None, results: Path | None = None,
                     device: str | None = None, progress: bool = True, split_seed: int = 0,
-                    run_all: bool = False, external_data: dict[str, str] | None = None) -> list[Outcome]:
+                    run_all: bool = False, external_data: dict[str, str] | None = None,
+                    precision: str = "fp32") -> list[Outcome]:
     """Run each experiment x seed on one dataset; return what happened to each.
 
     ``run_all`` narrows ``experiments`` to the dataset's suite (``suite``); experiments named one
     by one that are made for other datasets are refused. ``external_data`` maps a dataset name to
     its folder for experiments that test on a second dataset (default: the data home).
+    Experiments whose configs differ only in ``protocol`` are trained once (``shared_groups``).
     """
-    from fracbench.data import find_default_dataset, prepare
+    from fracbench.config import PRECISIONS
+    from fracbench.data import prepare
     from fracbench.data.summary import summarize
     from fracbench.paths import default_results_dir
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
-    if dataset is None and data_dir is None:
-        dataset, found = find_default_dataset()
-        data_dir = str(found) if found else None
-        if dataset == "synthetic":
-            say("No dataset given or found: running on the embedded [bold]synthetic[/] radiographs. For real data run "
-                "`fracbench data download fracatlas`, or pass --dataset mura --data-dir PATH/TO/MURA-v1.1, or "
-                "--dataset imagefolder --data-dir YOUR_FOLDER.")
-    elif dataset is None:
-        raise ValueError("--data-dir given without --dataset: say which layout it has (fracatlas, mura, imagefolder)")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    dataset, data_dir = _resolve_dataset(dataset, data_dir)
 
     if run_all:
         experiments = suite(experiments, dataset)
@@ -138,17 +135,97 @@ def run_experiments(experiments: Sequence[Experiment], *, dataset: str | None = 
         say(f"{manifest.dataset}: {len(manifest.rows)} images, manifest {manifest.fingerprint[:12]}, "
             f"{len(prepared.faults)} faults reported (`fracbench data info {manifest.dataset}`)")
         ctx = RunContext(prepared, manifest, profile, device, results, R.code_version(), progress,
-                         external_data=dict(external_data or {}), split_seed=split_seed)
-        for exp in experiments:
-            for seed in exp.seeds_for(profile, n_seeds):
-                try:
-                    run_kind = EXPERIMENT_KINDS.get(exp.kind)
-                except KeyError as exc:  # an unknown kind: recorded as a failure, the rest go on
-                    outcomes.append(_failed(exp, seed, profile, R.run_dir(results, exp.name, seed), exc))
-                    continue
-                outcomes += run_kind(ctx, exp, seed)
+                         precision=precision, external_data=dict(external_data or {}), split_seed=split_seed)
+        groups = shared_groups(experiments, profile, n_seeds, ctx.overrides())
+        with _eta(ctx, groups, n_seeds) as advance:
+            for group in groups:
+                for seed in group[0].seeds_for(profile, n_seeds):
+                    if len(group) > 1:  # one training trajectory, one record per protocol
+                        outcomes += run_shared(ctx, group, seed)
+                        advance(group, seed)
+                        continue
+                    exp = group[0]
+                    try:
+                        run_kind = EXPERIMENT_KINDS.get(exp.kind)
+                    except KeyError as exc:  # an unknown kind: recorded as a failure, the rest go on
+                        outcomes.append(_failed(exp, seed, profile, R.run_dir(results, exp.name, seed), exc))
+                        continue
+                    outcomes += run_kind(ctx, exp, seed)
+                    advance(group, seed)
     print_summary(outcomes)
     return outcomes
+
+
+def _resolve_dataset(dataset: str | None, data_dir: str | None) -> tuple[str, str | None]:
+    """The dataset to run on: the one given, else FracAtlas if downloaded, else the synthetic set (said)."""
+    from fracbench.data import find_default_dataset
+
+    if dataset is None and data_dir is None:
+        dataset, found = find_default_dataset()
+        data_dir = str(found) if found else None
+        if dataset == "synthetic":
+            say("No dataset given or found: running on the embedded [bold]synthetic[/] radiographs. For real data run "
+                "`fracbench data download fracatlas`, or pass --dataset mura --data-dir PATH/TO/MURA-v1.1, or "
+                "--dataset imagefolder --data-dir YOUR_FOLDER.")
+    elif dataset is None:
+        raise ValueError("--data-dir given without --dataset: say which layout it has (fracatlas, mura, imagefolder)")
+    return dataset, data_dir
+
+
+def plan_run(experiments: Sequence[Experiment], *, dataset: str | None = None, data_dir: str | None = None,
+             profile: str = "cpu", n_seeds: int | None = None, device: str | None = None, progress: bool = True,
+             split_seed: int = 0, precision: str = "fp32") -> list[Any]:
+    """``fracbench run --plan``: print each experiment x seed's estimated wall time and the total; train nothing.
+
+    Reads the dataset (to count its splits) and calibrates each model once (cached); writes no record.
+    """
+    from fracbench.config import PRECISIONS
+    from fracbench.data import prepare
+    from fracbench.plan import plan, print_plan
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    dataset, data_dir = _resolve_dataset(dataset, data_dir)
+    manifest = prepare(dataset, data_dir, seed=split_seed, progress=progress).manifest
+    overrides = {"device": device, **PRECISIONS[precision]}
+    rows = plan(shared_groups(experiments, profile, n_seeds, overrides), manifest, profile, n_seeds, overrides)
+    print_plan(rows, f"fracbench run --plan: {manifest.dataset}, {len(manifest.rows)} images, {profile} profile, "
+                     f"{precision}")
+    return rows
+
+
+@contextlib.contextmanager
+def _eta(ctx: RunContext, groups: Sequence[Sequence[Experiment]], n_seeds: int | None) -> Iterator[Callable]:
+    """A rich bar over experiments x seeds, weighted by each one's estimated seconds, with time remaining.
+
+    Each fit's own bars are shown inside it (fracbench.train borrows it). Silent without progress.
+    """
+    from fracbench.progress import is_quiet
+
+    if not ctx.progress or is_quiet():
+        yield lambda group, seed: None
+        return
+    from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    from fracbench import train as T
+    from fracbench.plan import plan
+
+    try:
+        rows = plan(groups, ctx.manifest, ctx.profile, n_seeds, ctx.overrides())
+        est = {(r.experiments, r.seed): r.seconds for r in rows}
+    except Exception as exc:  # no estimate: count runs instead
+        say(f"[dim]no time estimate ({type(exc).__name__}: {exc}); counting runs instead[/]")
+        est = {}
+    total = sum(est.values()) or sum(len(g[0].seeds_for(ctx.profile, n_seeds)) for g in groups)
+    with Progress("[progress.description]{task.description}", BarColumn(), "{task.percentage:>3.0f}%",
+                  TimeElapsedColumn(), "ETA", TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("experiments x seeds", total=total)
+
+        def advance(group: Sequence[Experiment], seed: int) -> None:
+            bar.advance(task, est.get((tuple(e.name for e in group), seed), 0.0 if est else 1.0))
+
+        with T.borrowed_progress(bar):
+            yield advance
 
 
 @dataclass
@@ -163,8 +240,15 @@ class RunContext:
     code: str  # fracbench.results.code_version() at the start of the run
     progress: bool = True
     memo: dict[Any, Any] = field(default_factory=dict)  # caches and derived data shared across seeds
+    precision: str = "fp32"  # a name in fracbench.config.PRECISIONS
     external_data: dict[str, str] = field(default_factory=dict)  # dataset name -> folder, for external tests
     split_seed: int = 0
+
+    def overrides(self) -> dict[str, Any]:
+        """What the run changes in every experiment's config: the device and the precision's fields."""
+        from fracbench.config import PRECISIONS
+
+        return {"device": self.device, **PRECISIONS[self.precision]}
 
     def manifest_for(self, exp: Experiment) -> Any:
         """The manifest ``exp`` trains on: the run's, or the split mode its ``options.split`` names (written
@@ -208,19 +292,24 @@ def run_train(ctx: RunContext, exp: Experiment, seed: int) -> list[Outcome]:
 
 def _run_one(exp: Experiment, seed: int, ctx: RunContext) -> Outcome:
     try:
-        cfg = exp.train_config(ctx.profile, seed, device=ctx.device)
+        cfg = exp.train_config(ctx.profile, seed, **ctx.overrides())
     except Exception as exc:  # a bad experiment file: recorded, the rest go on
         return _failed(exp, seed, ctx.profile, R.run_dir(ctx.results, exp.name, seed), exc)
     manifest = ctx.manifest_for(exp)
-    extra = None
-    if exp.options_for(ctx.profile).get("split"):
-        from fracbench.anatomy import leak_info
+    return _fit(ctx, exp, seed, exp.name, cfg, manifest, extra=_split_extra(ctx, exp, manifest))
 
-        key = ("leak_info", manifest.fingerprint)
-        if key not in ctx.memo:
-            ctx.memo[key] = leak_info(ctx.prepared, manifest, split=exp.options_for(ctx.profile)["split"])
-        extra = {"leak": ctx.memo[key]}
-    return _fit(ctx, exp, seed, exp.name, cfg, manifest, extra=extra)
+
+def _split_extra(ctx: RunContext, exp: Experiment, manifest: Any) -> dict[str, Any]:
+    """What a record of an experiment on a named split mode carries: its copies across splits (``leak``)."""
+    split = exp.options_for(ctx.profile).get("split")
+    if not split:
+        return {}
+    from fracbench.anatomy import leak_info
+
+    key = ("leak_info", manifest.fingerprint)
+    if key not in ctx.memo:
+        ctx.memo[key] = leak_info(ctx.prepared, manifest, split=split)
+    return {"leak": ctx.memo[key]}
 
 
 def _fit(ctx: RunContext, exp: Experiment, seed: int, name: str, cfg: Any, manifest: Any,
@@ -307,7 +396,7 @@ def run_leak_demo(ctx: RunContext, exp: Experiment, seed: int) -> list[Outcome]:
 
     opts = exp.options_for(ctx.profile)
     try:
-        base = exp.train_config(ctx.profile, seed, device=ctx.device)
+        base = exp.train_config(ctx.profile, seed, **ctx.overrides())
         key = ("leak", exp.name, base.image_size, repr(sorted(opts.items())))
         if key not in ctx.memo:
             cache = ctx.cache(base.image_size)
@@ -347,7 +436,7 @@ def run_protocol_inflation(ctx: RunContext, exp: Experiment, seed: int) -> list[
     out = R.run_dir(ctx.results, exp.name, seed)
     try:
         # per-epoch test metrics are what the effects are read from: always logged (they choose nothing)
-        cfg = exp.train_config(ctx.profile, seed, device=ctx.device).replace(protocol="honest",
+        cfg = exp.train_config(ctx.profile, seed, **ctx.overrides()).replace(protocol="honest",
                                                                              log_test_each_epoch=True)
     except Exception as exc:
         return [_failed(exp, seed, ctx.profile, out, exc)]
@@ -376,6 +465,94 @@ def run_protocol_inflation(ctx: RunContext, exp: Experiment, seed: int) -> list[
         raise
     except Exception as exc:
         return [_failed(exp, seed, ctx.profile, out, exc)]
+
+
+# Experiment fields that describe or label an experiment without changing how it trains; the resolved
+# config (which folds in ``config`` and ``profiles``) is compared instead of those two.
+_DESCRIPTIVE = frozenset({"name", "title", "protocol", "citation", "table", "notes", "paper", "path", "config",
+                          "profiles"})
+
+
+def _trajectory_key(exp: Experiment, profile: str, n_seeds: int | None, overrides: dict[str, Any]) -> str | None:
+    """What must be equal for two experiments to share one training trajectory; None = never shares.
+
+    Only "train" experiments share. Every other Experiment field (kind, dataset, options, and any
+    field added later, e.g. one choosing a manifest) must be equal, as must the seeds and the resolved
+    config apart from its protocol.
+    """
+    import dataclasses
+    import json
+
+    if exp.kind != "train":
+        return None
+    try:
+        cfg = exp.train_config(profile, 0, **overrides).to_dict()
+    except Exception:  # a bad experiment file: it runs alone and is recorded as failed there
+        return None
+    cfg.pop("protocol")
+    rest = {f.name: getattr(exp, f.name) for f in dataclasses.fields(exp) if f.name not in _DESCRIPTIVE}
+    return json.dumps([cfg, rest, list(exp.seeds_for(profile, n_seeds))], sort_keys=True, default=repr)
+
+
+def shared_groups(experiments: Sequence[Experiment], profile: str, n_seeds: int | None = None,
+                  overrides: dict[str, Any] | None = None) -> list[list[Experiment]]:
+    """The experiments in run order, those that train identically (configs differing only in protocol,
+    one of each protocol) grouped; a group stands where its first member stood."""
+    groups: list[list[Experiment]] = []
+    open_groups: dict[str, list[Experiment]] = {}
+    for exp in experiments:
+        key = _trajectory_key(exp, profile, n_seeds, overrides or {})
+        group = open_groups.get(key) if key is not None else None
+        if group is not None and all(e.protocol != exp.protocol for e in group):
+            group.append(exp)
+            continue
+        groups.append([exp])
+        if key is not None:
+            open_groups[key] = groups[-1]
+    return groups
+
+
+def run_shared(ctx: RunContext, exps: Sequence[Experiment], seed: int) -> list[Outcome]:
+    """Train ``exps`` (one per protocol, same config otherwise) once; write each one's record.
+
+    Records that are already current are skipped; when only one experiment still needs a run it
+    runs alone, as ``run_train`` would.
+    """
+    from fracbench.train import RunSpec, fit_shared, resumable
+
+    try:
+        cfgs = [e.train_config(ctx.profile, seed, **ctx.overrides()) for e in exps]
+        outs = [R.run_dir(ctx.results, e.name, seed) for e in exps]
+        existing = [R.read_record(o) for o in outs]
+    except Exception:  # a bad experiment or a damaged record: each alone, where it is recorded
+        return [o for e in exps for o in run_train(ctx, e, seed)]
+    manifest = ctx.manifest_for(exps[0])  # shared_groups pairs only experiments with the same options
+    todo = [i for i, rec in enumerate(existing) if not is_current(rec, cfgs[i].to_dict(), manifest.fingerprint,
+                                                                  ctx.code)]
+    for i in (i for i in range(len(exps)) if i not in todo):
+        say(f"[dim]skip {exps[i].name} seed {seed}: record is current[/]")
+    if len(todo) < 2:
+        outcomes = {i: Outcome(exps[i].name, seed, "skipped", existing[i]) for i in range(len(exps)) if i not in todo}
+        outcomes.update({i: run_train(ctx, exps[i], seed)[0] for i in todo})
+        return [outcomes[i] for i in range(len(exps))]
+    try:
+        cache = ctx.cache(cfgs[0].image_size, manifest)
+        resume = resumable(outs[0], cfgs, manifest.fingerprint)
+        say(f"[bold]{' + '.join(e.name for e in exps)}[/] seed {seed} ({ctx.profile} profile, one shared "
+            f"trajectory){' — resuming' if resume else ''}")
+        specs = [RunSpec(c, o, e.name, {**_record_extra(ctx, e), **_split_extra(ctx, e, manifest)})
+                 for c, o, e in zip(cfgs, outs, exps)]
+        records = fit_shared(specs, cache, resume=resume, progress=ctx.progress)
+        return [Outcome(e.name, seed, "complete", r) for e, r in zip(exps, records)]
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return [_failed(e, seed, ctx.profile, o, exc) for e, o in zip(exps, outs)]
+
+
+def _record_extra(ctx: RunContext, exp: Experiment) -> dict[str, Any]:
+    """The fields a "train" experiment's record carries beyond what fit writes (as ``_fit`` adds them)."""
+    return {"profile": ctx.profile, "table": exp.table, "title": exp.title, "profile_changes": exp.reduced(ctx.profile)}
 
 
 def _failed(exp, seed, profile, out, exc, name: str | None = None) -> Outcome:

@@ -4,7 +4,8 @@ The middle is pure computation (``train_one_epoch``, ``evaluate`` return dicts);
 written only through fracbench.results and fracbench.checkpoint. Runs resume from the last
 finished epoch (``last.pt``) and end with the same record as an uninterrupted run. Under
 ``torchrun`` the same code trains with DistributedDataParallel (gloo on CPU, nccl on CUDA);
-rank 0 evaluates and writes.
+rank 0 evaluates and writes. Configs that differ only in ``protocol`` can share one training
+trajectory (``fit_shared``): trained once, evaluated under each protocol, one record each.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import io
 import math
 import os
 import time
-from contextlib import nullcontext
+from collections.abc import Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from fracbench.io import atomic_write_bytes
 from fracbench.loader import AUGMENTS, BatchLoader, random_flip
 from fracbench.metrics import binary_metrics, choose_threshold, metrics_with_ci
 from fracbench.progress import console, is_quiet
-from fracbench.protocols import PROTOCOLS, jpg_count
+from fracbench.protocols import PROTOCOLS, Protocol, jpg_count
 
 LAST = "last.pt"
 
@@ -69,8 +71,9 @@ def init_distributed(device: torch.device) -> Dist:
 
 
 def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast when ``amp`` (``--precision bf16``): on CUDA, and on CPU (fast with AVX512-BF16/AMX)."""
+    if amp and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 
@@ -193,6 +196,50 @@ def _denominators(protocol, paths: list[str], rows_train: np.ndarray, rows_test:
     return train_jpg, test_jpg, note
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """One record to write from a training trajectory: its config, folder, experiment name and extra fields."""
+
+    cfg: TrainConfig
+    out_dir: Path
+    experiment: str = ""
+    extra: dict[str, Any] | None = None
+
+
+@dataclass
+class _View:
+    """One protocol's reading of a trajectory: its selection, its TTA generator, its checkpoint and record.
+
+    Each view holds exactly what a separate run of its config would: its own test-time-flip
+    generator (seeded as that run's), denominators, selection state and run folder.
+    """
+
+    spec: RunSpec
+    protocol: Protocol
+    g_tta: torch.Generator
+    train_count: int
+    test_count: int
+    denominator_note: str
+    state: dict[str, Any]
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return Path(self.spec.out_dir) / "checkpoints"
+
+    @property
+    def active(self) -> bool:
+        return not self.state.get("stopped", False)
+
+
+def shares_trajectory(a: TrainConfig, b: TrainConfig) -> bool:
+    """True when ``a`` and ``b`` train identically: they differ in ``protocol`` alone.
+
+    The protocols differ in evaluation and checkpoint choice, never in training (same seed, same
+    batch order, same augmentation draws), so such configs can be trained once and read twice.
+    """
+    return a.protocol != b.protocol and a.replace(protocol=b.protocol) == b
+
+
 def fit(cfg: TrainConfig, cache: DecodedCache, out_dir: str | Path, *, experiment: str = "",
         resume: bool = False, progress: bool = True, extra: dict[str, Any] | None = None,
         on_epoch=None) -> dict[str, Any]:
@@ -201,17 +248,38 @@ def fit(cfg: TrainConfig, cache: DecodedCache, out_dir: str | Path, *, experimen
     ``on_epoch(model, epoch) -> dict``, when given, is called after each epoch's evaluation (on the
     main process) and what it returns is added to that epoch's log entry; it chooses nothing.
     """
+    return fit_shared([RunSpec(cfg, Path(out_dir), experiment, extra)], cache, resume=resume, progress=progress,
+                      on_epoch=on_epoch)[0]
+
+
+def fit_shared(specs: Sequence[RunSpec], cache: DecodedCache, *, resume: bool = False, progress: bool = True,
+               on_epoch=None) -> list[dict[str, Any]]:
+    """Train once and write one record per spec, each exactly as a separate ``fit`` of its config would.
+
+    Every spec's config must differ from the first only in ``protocol`` (``shares_trajectory``).
+    The validation pass and the unflipped test pass are computed once per epoch and shared; each
+    as_published view scores the test set with its own test-time-flip generator, as its own run
+    would. The resume file (``last.pt``) of a shared trajectory lives in the first spec's folder.
+    """
     from fracbench.models import count_flops, count_params, create_model
 
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    protocol = PROTOCOLS[cfg.protocol]
+    specs = list(specs)
+    if not specs:
+        raise ValueError("fit_shared: no run to write")
+    cfg = specs[0].cfg
+    for s in specs[1:]:
+        if not shares_trajectory(cfg, s.cfg):
+            raise ValueError(f"{s.experiment or s.out_dir}: config differs from {specs[0].experiment or 'the first'}'s "
+                             "in more than the protocol; they cannot share one training trajectory")
     device = resolve_device(cfg.device)
     dist = init_distributed(device)
     if device.type == "cuda" and dist.world_size > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
     show = progress and dist.main and not is_quiet()
+    label = specs[0].experiment or cfg.model
+    if len(specs) > 1:
+        label = " + ".join(s.experiment or s.cfg.protocol for s in specs)
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=2, in_channels=cfg.channels, image_size=cfg.image_size,
@@ -222,7 +290,7 @@ def fit(cfg: TrainConfig, cache: DecodedCache, out_dir: str | Path, *, experimen
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    g_shuffle, g_aug, g_tta = _gen(cfg.seed, 1), _gen(cfg.seed, 2), _gen(cfg.seed, 3)
+    g_shuffle, g_aug = _gen(cfg.seed, 1), _gen(cfg.seed, 2)
     rows_train = train_rows(cfg, cache)
     train_loader = BatchLoader(cache, rows_train, cfg.batch_size, cfg.channels, shuffle=True,
                                generator=g_shuffle, rank=dist.rank, world_size=dist.world_size)
@@ -230,7 +298,11 @@ def fit(cfg: TrainConfig, cache: DecodedCache, out_dir: str | Path, *, experimen
     val_loader = BatchLoader(cache, cache.indices("val"), eval_bs, cfg.channels)
     test_loader = BatchLoader(cache, cache.indices("test"), eval_bs, cfg.channels)
     paths = [r.path for r in cache.manifest.rows]
-    train_count, test_count, denominator_note = _denominators(protocol, paths, rows_train, test_loader.rows)
+    views = []
+    for s in specs:
+        protocol = PROTOCOLS[s.cfg.protocol]
+        views.append(_View(s, protocol, _gen(cfg.seed, 3), *_denominators(protocol, paths, rows_train,
+                                                                          test_loader.rows), _new_state()))
 
     weight = None
     if cfg.class_weights == "balanced":
@@ -248,36 +320,41 @@ def fit(cfg: TrainConfig, cache: DecodedCache, out_dir: str | Path, *, experimen
     if cfg.compile:
         train_model = torch.compile(train_model)
 
-    state: dict[str, Any] = {"epoch": -1, "best_value": -math.inf, "best_epoch": -1, "stale": 0, "epochs": [],
-                             "train_seconds": 0.0, "train_images": 0, "best_scores": {}}
-    last_path = ckpt_dir / LAST
+    last_path = views[0].ckpt_dir / LAST
+    key = _resume_key([s.cfg for s in specs])
     if resume and last_path.exists():
         saved = torch.load(last_path, map_location="cpu", weights_only=True)
-        if saved.get("config") != cfg.to_dict() or saved.get("manifest") != cache.manifest.fingerprint:
+        if saved.get("config") != key or saved.get("manifest") != cache.manifest.fingerprint:
             raise ValueError(f"{last_path}: saved for another config or manifest; delete it or run without --resume")
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
-        for sch, key in ((epoch_sched, "epoch_sched"), (batch_sched, "batch_sched")):
+        for sch, k in ((epoch_sched, "epoch_sched"), (batch_sched, "batch_sched")):
             if sch is not None:
-                sch.load_state_dict(saved[key])
-        for g, key in ((g_shuffle, "g_shuffle"), (g_aug, "g_aug"), (g_tta, "g_tta")):
-            g.set_state(saved[key])
+                sch.load_state_dict(saved[k])
+        g_shuffle.set_state(saved["g_shuffle"])
+        g_aug.set_state(saved["g_aug"])
+        # one run saves its own state and TTA generator; a shared trajectory saves one of each per view
+        many = len(views) > 1
+        for i, v in enumerate(views):
+            v.g_tta.set_state(saved["g_tta"][i] if many else saved["g_tta"])
+            v.state = saved["state"][i] if many else saved["state"]
         # the global generators drive dropout (and stochastic depth): without them a resumed run diverges
         if saved.get("torch_rng") is not None:
             torch.set_rng_state(saved["torch_rng"])
         if saved.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
-        state = saved["state"]
         if show:
-            console.print(f"resuming {experiment or cfg.model} after epoch {state['epoch']}")
+            console.print(f"resuming {label} after epoch {max(v.state['epoch'] for v in views)}")
 
     augment = AUGMENTS[cfg.augment]
-    start_epoch = state["epoch"] + 1
+    start_epoch = max(v.state["epoch"] for v in views) + 1
     progress_ctx = _progress(show)
     with progress_ctx as bar:
-        ep_task = bar.add_task(f"{experiment or cfg.model} epochs", total=cfg.epochs, completed=start_epoch) if bar else None
+        ep_task = bar.add_task(f"{label} epochs", total=cfg.epochs, completed=start_epoch) if bar else None
         b_task = bar.add_task("batches", total=len(train_loader)) if bar else None
         for epoch in range(start_epoch, cfg.epochs):
+            if not any(v.active for v in views):
+                break  # every view stopped early (also after a resume from the stopping epoch)
             if bar:
                 bar.reset(b_task, total=len(train_loader))
             t0 = time.perf_counter()
@@ -294,18 +371,21 @@ def fit(cfg: TrainConfig, cache: DecodedCache, out_dir: str | Path, *, experimen
             lr = opt.param_groups[0]["lr"]
             if epoch_sched is not None:
                 epoch_sched.step()
-            stop = False
             if dist.main:
-                entry, stop = _end_epoch(cfg, protocol, model, device, epoch, tr, seconds, lr, val_loader,
-                                         test_loader, g_tta, state, train_count, test_count, ckpt_dir, cache)
-                if on_epoch is not None:
-                    entry.update(on_epoch(model, epoch))
-                state["epochs"].append(entry)
-                state["epoch"] = epoch
-                state["train_seconds"] += seconds
-                state["train_images"] += tr["n"]
-                _save_last(last_path, cfg, cache, model, opt, epoch_sched, batch_sched, g_shuffle, g_aug, g_tta, state)
-                R.write_epochs(out_dir, state["epochs"])
+                active = [v for v in views if v.active]
+                entries = _end_epoch(active, model, device, epoch, tr, seconds, lr, val_loader, test_loader)
+                hooked = on_epoch(model, epoch) if on_epoch is not None else {}
+                for v, entry in zip(active, entries):
+                    entry.update(hooked)
+                    v.state["epochs"].append(entry)
+                    v.state["epoch"] = epoch
+                    v.state["train_seconds"] += seconds
+                    v.state["train_images"] += tr["n"]
+                _save_last(last_path, key, cache, model, opt, epoch_sched, batch_sched, g_shuffle, g_aug,
+                           [v.g_tta for v in views], [v.state for v in views])
+                for v in active:
+                    R.write_epochs(v.spec.out_dir, v.state["epochs"])
+            stop = not any(v.active for v in views)
             if dist.world_size > 1:
                 import torch.distributed as tdist
 
@@ -314,26 +394,46 @@ def fit(cfg: TrainConfig, cache: DecodedCache, out_dir: str | Path, *, experimen
                 stop = bool(flag.item())
             if bar:
                 bar.advance(ep_task)
-                e = state["epochs"][-1] if state["epochs"] else {}
-                bar.update(ep_task, description=f"{experiment or cfg.model} epoch {epoch}: train acc "
+                e = views[0].state["epochs"][-1] if views[0].state["epochs"] else {}
+                bar.update(ep_task, description=f"{label} epoch {epoch}: train acc "
                                                 f"{e.get('train_accuracy', 0):.3f} val AUROC {e.get('val_auroc', float('nan')):.3f}")
             if stop:
                 break
 
-    record = None
+    records: list[dict[str, Any]] = []
     if dist.main:
-        record = _finish(cfg, protocol, model, device, state, val_loader, test_loader, test_count, cache, out_dir,
-                         ckpt_dir, experiment, params, flops, {"accuracy_denominator": denominator_note,
-                                                               **(extra or {})})
+        for v in views:
+            extra = {"accuracy_denominator": v.denominator_note, **(v.spec.extra or {})}
+            if len(views) > 1:
+                # the record is what a separate run would write; this says it was read off a shared trajectory
+                extra["trajectory_shared_with"] = [w.spec.experiment or w.spec.cfg.protocol for w in views if w is not v]
+            records.append(_finish(v.spec.cfg, v.protocol, model, device, v.state, val_loader, test_loader,
+                                   v.test_count, cache, Path(v.spec.out_dir), v.ckpt_dir, v.spec.experiment,
+                                   params, flops, extra))
+        # every record is written: the resume state is no longer needed (best.safetensors stays)
+        for v in views:
+            (v.ckpt_dir / LAST).unlink(missing_ok=True)
     if dist.world_size > 1:
         import torch.distributed as tdist
 
         tdist.barrier()
-    return record or {}
+    return records or [{} for _ in specs]
 
 
-def resumable(out_dir: str | Path, cfg: TrainConfig, manifest_fingerprint: str) -> bool:
-    """True when ``out_dir`` holds an interrupted run of exactly this config and manifest."""
+def _new_state() -> dict[str, Any]:
+    return {"epoch": -1, "best_value": -math.inf, "best_epoch": -1, "stale": 0, "epochs": [],
+            "train_seconds": 0.0, "train_images": 0, "best_scores": {}, "stopped": False}
+
+
+def _resume_key(cfgs: Sequence[TrainConfig]) -> Any:
+    """What a resume file must have been saved for: one config, or the list of a shared trajectory's."""
+    if len(cfgs) == 1:
+        return cfgs[0].to_dict()
+    return {"shared_trajectory": [c.to_dict() for c in cfgs]}
+
+
+def resumable(out_dir: str | Path, cfg: TrainConfig | Sequence[TrainConfig], manifest_fingerprint: str) -> bool:
+    """True when ``out_dir`` holds an interrupted run of exactly this config (or shared trajectory) and manifest."""
     path = Path(out_dir) / "checkpoints" / LAST
     if not path.exists():
         return False
@@ -341,10 +441,43 @@ def resumable(out_dir: str | Path, cfg: TrainConfig, manifest_fingerprint: str) 
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # a damaged resume file: start again rather than fail
         return False
-    return saved.get("config") == cfg.to_dict() and saved.get("manifest") == manifest_fingerprint
+    cfgs = [cfg] if isinstance(cfg, TrainConfig) else list(cfg)
+    return saved.get("config") == _resume_key(cfgs) and saved.get("manifest") == manifest_fingerprint
+
+
+_BORROWED: list[Any] = []  # a Progress lent by the runner (its ETA bar): fit adds its bars to it
+
+
+@contextmanager
+def borrowed_progress(bar: Any):
+    """While active, ``fit`` shows its bars inside ``bar`` (rich allows one live display at a time)."""
+    _BORROWED.append(bar)
+    try:
+        yield bar
+    finally:
+        _BORROWED.remove(bar)
+
+
+class _Borrowed:
+    """Lends the runner's Progress to one fit; removes the fit's tasks when it ends."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def __enter__(self):
+        self.before = {t.id for t in self.bar.tasks}
+        return self.bar
+
+    def __exit__(self, *exc: Any) -> bool:
+        for t in list(self.bar.tasks):
+            if t.id not in self.before:
+                self.bar.remove_task(t.id)
+        return False
 
 
 def _progress(show: bool):
+    if show and _BORROWED:
+        return _Borrowed(_BORROWED[-1])
     if not show:
         class _Null:
             def __enter__(self):
@@ -359,14 +492,37 @@ def _progress(show: bool):
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
 
 
-def _end_epoch(cfg, protocol, model, device, epoch, tr, seconds, lr, val_loader, test_loader, g_tta, state,
-               train_count, test_count, ckpt_dir, cache):
+def _end_epoch(views: Sequence[_View], model, device, epoch, tr, seconds, lr, val_loader,
+               test_loader) -> list[dict[str, Any]]:
+    """Evaluate the epoch for every active view; update each view's selection; return their log entries.
+
+    The validation pass and the unflipped test pass use no generator, so one of each serves every
+    view. A view with the test-time flip scores the test set with its own generator, which advances
+    exactly as in a separate run of its config.
+    """
+    cfg = views[0].spec.cfg
     val = evaluate(model, val_loader, device, amp=cfg.amp, channels_last=cfg.channels_last) \
         if len(val_loader.rows) else None
-    test = None
-    if cfg.log_test_each_epoch or protocol.select_on == "test_accuracy":
-        test = evaluate(model, test_loader, device, flip_generator=g_tta if protocol.test_time_flip else None,
-                        amp=cfg.amp, channels_last=cfg.channels_last)
+    plain = None
+    entries = []
+    for v in views:
+        test = None
+        if v.spec.cfg.log_test_each_epoch or v.protocol.select_on == "test_accuracy":
+            if v.protocol.test_time_flip:
+                test = evaluate(model, test_loader, device, flip_generator=v.g_tta, amp=cfg.amp,
+                                channels_last=cfg.channels_last)
+            else:
+                if plain is None:
+                    plain = evaluate(model, test_loader, device, amp=cfg.amp, channels_last=cfg.channels_last)
+                test = plain
+        entries.append(_select(v, model, epoch, tr, seconds, lr, val, test))
+    return entries
+
+
+def _select(view: _View, model, epoch, tr, seconds, lr, val, test) -> dict[str, Any]:
+    """One view's log entry for the epoch; keeps its best checkpoint and marks it stopped on patience."""
+    cfg, protocol, state = view.spec.cfg, view.protocol, view.state
+    train_count, test_count = view.train_count, view.test_count
     entry: dict[str, Any] = {
         "epoch": epoch,
         # the tutorial divides by its .jpg count under as_published; by the image count otherwise
@@ -390,27 +546,32 @@ def _end_epoch(cfg, protocol, model, device, epoch, tr, seconds, lr, val_loader,
     improved = value > state["best_value"]  # strict, as the tutorial's `if test_accuracy > best_accuracy`
     if improved:
         state["best_value"], state["best_epoch"], state["stale"] = value, epoch, 0
-        save_checkpoint(ckpt_dir / "best", model, model_name=cfg.model, model_kwargs=cfg.model_kwargs,
+        save_checkpoint(view.ckpt_dir / "best", model, model_name=cfg.model, model_kwargs=cfg.model_kwargs,
                         image_size=cfg.image_size, channels=cfg.channels, threshold=0.5)
         if protocol.select_on == "test_accuracy":
             # keep the chosen epoch's own (flipped) test scores: that is what the tutorial reports
             state["best_scores"] = {"test": test["scores"].tolist(), "test_rows": test["rows"].tolist()}
     else:
         state["stale"] += 1
-    stop = bool(cfg.early_stopping) and state["stale"] >= cfg.early_stopping
-    return entry, stop
+    if cfg.early_stopping and state["stale"] >= cfg.early_stopping:
+        state["stopped"] = True
+    return entry
 
 
-def _save_last(path: Path, cfg, cache, model, opt, epoch_sched, batch_sched, g_shuffle, g_aug, g_tta, state) -> None:
+def _save_last(path: Path, key, cache, model, opt, epoch_sched, batch_sched, g_shuffle, g_aug, g_ttas,
+               states) -> None:
+    """Everything a resumed run needs, atomically. One run keeps the original single-run layout."""
+    many = len(states) > 1
     payload = {
-        "config": cfg.to_dict(), "manifest": cache.manifest.fingerprint,
+        "config": key, "manifest": cache.manifest.fingerprint,
         "model": model.state_dict(), "optimizer": opt.state_dict(),
         "epoch_sched": epoch_sched.state_dict() if epoch_sched else None,
         "batch_sched": batch_sched.state_dict() if batch_sched else None,
-        "g_shuffle": g_shuffle.get_state(), "g_aug": g_aug.get_state(), "g_tta": g_tta.get_state(),
+        "g_shuffle": g_shuffle.get_state(), "g_aug": g_aug.get_state(),
+        "g_tta": [g.get_state() for g in g_ttas] if many else g_ttas[0].get_state(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "state": state,
+        "state": list(states) if many else states[0],
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -491,6 +652,4 @@ def _finish(cfg, protocol, model, device, state, val_loader, test_loader, test_c
                            "val_auroc": (metrics.get("val") or {}).get("auroc")})
     R.write_config(out_dir, cfg.to_yaml())
     R.write_record(out_dir, record)
-    # the run is complete: the resume state is no longer needed (best.safetensors stays)
-    (ckpt_dir / LAST).unlink(missing_ok=True)
     return record

@@ -105,3 +105,53 @@ def test_run_all_smoke_profile(tmp_path, monkeypatch):
         assert any(r == name or r.startswith(name + "__") for r in ran), name
         assert exp is not None
     assert (tmp_path / "res" / "tables" / "claims.md").exists()
+
+
+def _pair(name: str, protocol: str, **config) -> Experiment:
+    cfg = {"image_size": 32, "epochs": 1, "batch_size": 16, "n_boot": 20, **config}
+    return Experiment(name=name, title=name, model="tiny_cnn", protocol=protocol, config=cfg, seeds=(0,),
+                      citation="test", profiles={"smoke": {}})
+
+
+def test_shared_groups_pair_only_protocol_twins():
+    from fracbench.runner import shared_groups
+
+    a, h = _pair("a", "as_published"), _pair("h", "honest")
+    other_lr = _pair("h_lr", "honest", lr=0.01)
+    twin = _pair("h2", "honest")  # same config and protocol as h: a duplicate, not a twin of it
+    names = [[e.name for e in g] for g in shared_groups([a, other_lr, h, twin], "smoke")]
+    assert names == [["a", "h"], ["h_lr"], ["h2"]]
+    opts = Experiment(**{**a.__dict__, "name": "a_opt", "options": {"split": "grouped"}})
+    kind = Experiment(**{**h.__dict__, "name": "h_kind", "kind": "protocol_inflation"})
+    assert [[e.name for e in g] for g in shared_groups([opts, h, kind], "smoke")] == [["a_opt"], ["h"], ["h_kind"]]
+    seeds = Experiment(**{**h.__dict__, "name": "h_seeds", "seeds": (0, 1)})
+    assert [[e.name for e in g] for g in shared_groups([a, seeds], "smoke")] == [["a"], ["h_seeds"]]
+
+
+def test_run_trains_protocol_twins_once(syn, tmp_path, monkeypatch):
+    from fracbench import train as T
+
+    calls = {"n": 0}
+    real = T.train_one_epoch
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "train_one_epoch", counting)
+    exps = [_pair("twin_pub", "as_published"), _pair("twin_hon", "honest")]
+    kw = dict(dataset="synthetic", data_dir=str(syn), profile="smoke", results=tmp_path, progress=False)
+    out = run_experiments(exps, **kw)
+    assert [(o.experiment, o.status) for o in out] == [("twin_pub", "complete"), ("twin_hon", "complete")]
+    assert calls["n"] == 1  # one epoch, trained once for both records
+    recs = {o.experiment: json.loads((R.run_dir(tmp_path, o.experiment, 0) / R.RECORD).read_text()) for o in out}
+    assert recs["twin_pub"]["trajectory_shared_with"] == ["twin_hon"]
+    assert recs["twin_hon"]["trajectory_shared_with"] == ["twin_pub"]
+    assert recs["twin_pub"]["protocol"] == "as_published" and recs["twin_hon"]["protocol"] == "honest"
+    assert recs["twin_hon"]["table"] == "" and recs["twin_hon"]["profile"] == "smoke"
+    # both current: nothing trains; one missing: it runs alone
+    assert [o.status for o in run_experiments(exps, **kw)] == ["skipped", "skipped"]
+    (R.run_dir(tmp_path, "twin_hon", 0) / R.RECORD).unlink()
+    again = run_experiments(exps, **kw)
+    assert [o.status for o in again] == ["skipped", "complete"] and calls["n"] == 2
+    assert "trajectory_shared_with" not in again[1].record

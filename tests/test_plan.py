@@ -1,0 +1,88 @@
+"""``fracbench run --plan``: the estimate's arithmetic, the calibration cache, and that planning trains nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from fracbench import plan as P
+from fracbench.config import TrainConfig
+
+
+def test_fit_seconds_is_epochs_times_train_and_eval_plus_final():
+    r = P.Rates(train=10.0, eval=25.0)
+    # 2 epochs x (100 train images / 10 + 50 eval images / 25) + 30 final eval images / 25
+    assert P.fit_seconds(2, 100, 50, 30, r) == pytest.approx(2 * (10 + 2) + 1.2)
+    assert P.fit_seconds(4, 100, 50, 30, r) > P.fit_seconds(2, 100, 50, 30, r)
+    with pytest.raises(ValueError, match="positive"):
+        P.fit_seconds(1, 1, 1, 1, P.Rates(0.0, 1.0))
+
+
+@pytest.mark.parametrize("protocols, log_test, per_epoch, final", [
+    # honest: val + unflipped test each epoch (learning curves); at the end val and test with the chosen model
+    (("honest",), True, 10 + 100, 10 + 100),
+    (("honest",), False, 10, 10 + 100),
+    # as_published: val + flipped test each epoch (it selects on test); at the end val only (test scores kept)
+    (("as_published",), True, 10 + 100, 10),
+    (("as_published",), False, 10 + 100, 10),
+    # both from one trajectory: val once, the unflipped and the flipped test pass; each view's final pass
+    (("as_published", "honest"), True, 10 + 2 * 100, 10 + (10 + 100)),
+])
+def test_eval_images_follow_the_protocols(protocols, log_test, per_epoch, final):
+    shape = P.FitShape(epochs=3, train=50, val=10, test=100, protocols=protocols, log_test=log_test)
+    assert P.eval_images(shape) == (per_epoch, final)
+
+
+def test_shared_trajectory_costs_less_than_two_runs():
+    r = P.Rates(train=100.0, eval=300.0)
+    one = [P.shape_seconds(P.FitShape(5, 1000, 100, 200, (p,)), r) for p in ("as_published", "honest")]
+    both = P.shape_seconds(P.FitShape(5, 1000, 100, 200, ("as_published", "honest")), r)
+    # training (5 x 1000 / 100 = 50 s) and the validation passes are paid once instead of twice
+    assert sum(one) - both == pytest.approx(50 + 5 * 100 / 300)
+
+
+def test_calibration_is_measured_once_and_cached(fresh_cache):
+    calls = []
+
+    def fake(cfg: TrainConfig) -> P.Rates:
+        calls.append(cfg.model)
+        return P.Rates(train=7.0, eval=21.0)
+
+    cfg = TrainConfig(model="tiny_cnn", image_size=32)
+    assert P.cached_rates(cfg, fake) == P.Rates(7.0, 21.0)
+    assert P.cached_rates(cfg, fake) == P.Rates(7.0, 21.0)
+    assert calls == ["tiny_cnn"]
+    assert (fresh_cache / P.CALIBRATION_FILE).exists()
+    P.cached_rates(cfg.replace(image_size=48), fake)  # another size is another calibration
+    P.cached_rates(cfg.replace(amp=True), fake)  # and so is another precision
+    assert len(calls) == 3
+
+
+def test_measure_rates_on_a_tiny_model():
+    r = P.measure_rates(TrainConfig(model="tiny_cnn", image_size=32, batch_size=8, device="cpu"), steps=1)
+    assert r.train > 0 and r.eval > 0
+
+
+def test_cli_plan_trains_nothing(tmp_path, monkeypatch, capsys, fresh_cache):
+    from fracbench import train as T
+    from fracbench.cli import main
+    from fracbench.data.synthetic import SyntheticSpec, generate
+
+    generate(SyntheticSpec(count=40, size=48, seed=2), tmp_path / "data")
+    monkeypatch.setattr(P, "measure_rates", lambda cfg: P.Rates(train=50.0, eval=200.0))
+
+    def no_training(*a, **k):
+        raise AssertionError("--plan trained")
+
+    monkeypatch.setattr(T, "train_one_epoch", no_training)
+    monkeypatch.setattr(T, "fit_shared", no_training)
+    from fracbench.progress import console
+
+    monkeypatch.setattr(console, "width", 200)  # one table row per line
+    res = tmp_path / "res"
+    code = main(["run", "paper_cnn_*", "--plan", "--profile", "smoke", "--dataset", "synthetic", "--data-dir",
+                 str(tmp_path / "data"), "--results", str(res)])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "paper_cnn_as_published + paper_cnn_honest" in err and "total" in err
+    assert "paper_cnn_honest " not in err.replace("+ paper_cnn_honest ", "")  # the twins are one row, not two
+    assert not res.exists()  # no record, manifest, lock or table written

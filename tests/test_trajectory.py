@@ -1,0 +1,121 @@
+"""One training trajectory, both protocols: ``fit_shared`` writes the records two separate runs would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fracbench import results as R
+from fracbench import train as T
+from fracbench.config import TrainConfig
+from fracbench.data import prepare
+from fracbench.data.cache import build_cache
+from fracbench.data.synthetic import SyntheticSpec, generate
+
+# what differs between two runs of one config by nature (clocks) or by design (the sibling's name)
+VOLATILE_RECORD = {"created", "train_seconds", "images_per_second", "trajectory_shared_with"}
+VOLATILE_EPOCH = {"seconds", "images_per_second"}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("traj")
+    generate(SyntheticSpec(count=120, size=48, seed=5), root / "data")
+    p = prepare("synthetic", root / "data", progress=False)
+    return build_cache(p.manifest, 32, progress=False)
+
+
+def _cfg(protocol: str, **kw) -> TrainConfig:
+    base = dict(model="tiny_cnn", image_size=32, epochs=4, batch_size=16, n_boot=30, device="cpu",
+                protocol=protocol)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _specs(root: Path, **kw) -> list[T.RunSpec]:
+    return [T.RunSpec(_cfg(p, **kw), root / p, f"exp_{p}", {"table": "t"}) for p in ("as_published", "honest")]
+
+
+def _separate(root: Path, cache, **kw) -> list[dict]:
+    return [T.fit(s.cfg, cache, s.out_dir, experiment=s.experiment, extra=s.extra, progress=False)
+            for s in _specs(root, **kw)]
+
+
+def _same(a, b) -> bool:
+    """Equal, with NaN equal to NaN (an undefined PPV on a tiny test set is NaN in both runs)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _comparable(out: Path) -> str:
+    """A run folder's record, epoch log (both without clock fields), predictions and config, as one string."""
+    rec = json.loads((out / R.RECORD).read_text())
+    epochs = [{k: v for k, v in e.items() if k not in VOLATILE_EPOCH} for e in R.read_epochs(out)]
+    return json.dumps([{k: v for k, v in rec.items() if k not in VOLATILE_RECORD}, epochs,
+                       (out / R.PREDICTIONS).read_text(), (out / R.CONFIG).read_text()], sort_keys=True)
+
+
+@pytest.mark.parametrize("kw", [{}, {"early_stopping": 1, "epochs": 5}, {"log_test_each_epoch": False}],
+                         ids=["default", "early-stopping", "no-test-log"])
+def test_shared_trajectory_equals_two_separate_runs(cache, tmp_path, kw):
+    separate = _separate(tmp_path / "sep", cache, **kw)
+    shared = T.fit_shared(_specs(tmp_path / "joint", **kw), cache, progress=False)
+    for sep, joint, p in zip(separate, shared, ("as_published", "honest")):
+        assert joint["protocol"] == p
+        for key in ("metrics", "selected_epoch", "threshold", "epochs_run", "counts"):
+            assert _same(joint[key], sep[key]), (p, key)
+        assert _comparable(tmp_path / "joint" / p) == _comparable(tmp_path / "sep" / p), p
+        # the selected checkpoints hold the same weights
+        a = (tmp_path / "joint" / p / "checkpoints" / "best.safetensors")
+        b = (tmp_path / "sep" / p / "checkpoints" / "best.safetensors")
+        from safetensors.torch import load_file
+
+        wa, wb = load_file(str(a)), load_file(str(b))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), p
+        assert not (tmp_path / "joint" / p / "checkpoints" / T.LAST).exists()
+    assert shared[0]["trajectory_shared_with"] == ["exp_honest"]
+    assert shared[1]["trajectory_shared_with"] == ["exp_as_published"]
+    assert "trajectory_shared_with" not in separate[0]
+
+
+def test_shared_trajectory_resumes_after_a_kill(cache, tmp_path, monkeypatch):
+    full = T.fit_shared(_specs(tmp_path / "full"), cache, progress=False)
+    real_save = T._save_last
+    calls = {"n": 0}
+
+    def dying_save(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # killed right after epoch 1 was saved
+
+    monkeypatch.setattr(T, "_save_last", dying_save)
+    specs = _specs(tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):
+        T.fit_shared(specs, cache, progress=False)
+    monkeypatch.setattr(T, "_save_last", real_save)
+    fp = cache.manifest.fingerprint
+    first = specs[0].out_dir
+    assert T.resumable(first, [s.cfg for s in specs], fp)
+    assert not T.resumable(first, specs[0].cfg, fp)  # a joint resume file is not a single run's
+    with pytest.raises(ValueError, match="another config"):
+        T.fit(specs[0].cfg, cache, first, resume=True, progress=False)
+    torch.manual_seed(999)  # whatever the global generator holds now must not matter
+    resumed = T.fit_shared(specs, cache, resume=True, progress=False)
+    for a, b, p in zip(full, resumed, ("as_published", "honest")):
+        assert _same(a["metrics"], b["metrics"]) and a["selected_epoch"] == b["selected_epoch"]
+        assert _comparable(tmp_path / "full" / p) == _comparable(tmp_path / "cut" / p), p
+    assert not (first / "checkpoints" / T.LAST).exists()
+
+
+def test_shares_trajectory_only_when_protocol_alone_differs(cache, tmp_path):
+    assert T.shares_trajectory(_cfg("as_published"), _cfg("honest"))
+    assert not T.shares_trajectory(_cfg("honest"), _cfg("honest"))
+    assert not T.shares_trajectory(_cfg("as_published"), _cfg("honest", lr=0.01))
+    assert not T.shares_trajectory(_cfg("as_published"), _cfg("honest", seed=1))
+    bad = [T.RunSpec(_cfg("as_published"), tmp_path / "a"), T.RunSpec(_cfg("honest", epochs=2), tmp_path / "b")]
+    with pytest.raises(ValueError, match="more than the protocol"):
+        T.fit_shared(bad, cache, progress=False)
+    assert not (tmp_path / "a").exists()
