@@ -61,6 +61,15 @@ def split_run(results: Path, experiment: str, split: str, protocol: str, accurac
 def fracatlas(results: Path) -> Path:
     fake_run(results, "paper_cnn_as_published", 0, "as_published", train_loss=[0.7, 0.5, 0.3],
              test_accuracy=[0.6, 0.7, 0.8], final_accuracy=0.8, dataset="fracatlas")
+    # a synthetic leak-demonstration record: its leak info also says split "grouped", in the older schema
+    d = R.run_dir(results, "leak_demo__grouped_honest", 0)
+    rec = {"experiment": "leak_demo__grouped_honest", "protocol": "honest", "dataset": "fracatlas+4copies",
+           "manifest_sha256": "c" * 64, "seed": 0, "status": "complete", "profile": "cpu",
+           "metrics": {"test": {"accuracy": 0.5, "accuracy_ci95": [0.4, 0.6], "balanced_accuracy": 0.5,
+                                "majority_accuracy": 0.5}}, "counts": {"test": 200},
+           "leak": {"split": "grouped", "variant": "grouped", "copies": ["rot90"], "test_images": 200,
+                    "test_images_with_a_copy_in_train": 0, "test_share_with_a_copy_in_train": 0.0}}
+    R.write_record(d, rec)
     return results
 
 
@@ -231,6 +240,8 @@ def test_claims_table_verdict_across_splits(tmp_path: Path, published: float, gr
     assert row["multiregion published split, as published: test acc [95% CI]"] == f"{acc:.4f} [{lo:.4f}, {hi:.4f}]"
     # the FracAtlas verdict stands beside it, from the FracAtlas records
     assert row["fracbench on fracatlas"].startswith("0.8000")
+    # the leak demonstration's "grouped" record is not a grouped split of multiregion
+    assert row["multiregion grouped split, honest: test acc [95% CI]"].startswith(f"{grouped_honest:.4f}")
     # a claim that is not a headline accuracy claim gets no multiregion verdict
     assert _claim_row(tmp_path / "out", "table1_epoch0_test_accuracy")["verdict across multiregion splits"] == "—"
 
@@ -244,6 +255,7 @@ def test_absent_multiregion_folder_reads_not_run(tmp_path: Path) -> None:
     assert row["verdict across multiregion splits"] == "not run"
     rows = _csv(tmp_path / "results" / "tables" / "leak_splits.csv")
     assert [r["fracbench test accuracy [95% CI]"] for r in rows if r["dataset"] == "multiregion"] == ["not run"] * 8
+    assert not [r for r in rows if r["dataset"] != "multiregion"]  # the leak demonstration is not a split row
 
 
 def test_cli_tables_several_folders(tree: tuple[Path, Path]) -> None:

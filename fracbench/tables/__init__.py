@@ -157,7 +157,7 @@ def build_cross_tables(runs: Mapping[Path, Sequence[Run]], experiments: Any, cla
     primary = primary_folder(folders, runs)
     main = [r for r in runs.get(primary, []) if not is_split_run(r)] if primary is not None else []
     split = [r for rs in runs.values() for r in rs if is_split_run(r)]
-    label = dataset_label(main) if main else (Path(primary).name if primary is not None else "")
+    label = Path(primary).name if primary is not None else ""
     tables = [split_claims_table(main, split, experiments, claims, dataset=label),
               leak_splits_table({Path(f).name: rs for f, rs in runs.items()}, expect=[ANATOMY_DATASET])]
     banner = machinery_banner([r for rs in runs.values() for r in rs])
