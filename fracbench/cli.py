@@ -310,21 +310,34 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _configure_tables(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results", help="results folder (default: results/ of the checkout)")
+    p.add_argument("--results", action="append", metavar="DIR",
+                   help="a results folder (results/<dataset>/); repeat it for several. Default: every "
+                        "results/<dataset>/ of the checkout that holds runs/. With several folders (or the "
+                        "default), the cross-dataset tables (claims beside the multiregion splits, the leak "
+                        "table across splits) are also written, into the folders' parent tables/")
+    p.add_argument("--cross-out", metavar="DIR", help="where the cross-dataset tables go (default: results/tables/)")
 
 
-@command("tables", "write the paper's Tables 1-3, the leaderboard and the claims table from records", _configure_tables)
+@command("tables", "write the paper's Tables 1-3, the leaderboard, the claims and leak tables from records",
+         _configure_tables)
 def _tables(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fracbench.tables import write_tables
+    from fracbench.tables import write_cross_tables, write_tables
 
-    folders = [Path(args.results)] if args.results else results_folders()
+    given = [Path(p) for p in args.results or []]
+    for p in given:
+        if not p.is_dir():
+            raise FileNotFoundError(f"{p}: no such results folder; pass results/<dataset>/ (one with runs/)")
+    folders = given or results_folders()
     if not folders:
         console.print("no records found: run `fracbench run --all` first")
         return 2
     for results in folders:
         for path in write_tables(results):
+            print_result(str(path))
+    if len(given) != 1:  # the default (every dataset) or several folders: the tables across them too
+        for path in write_cross_tables(folders, args.cross_out):
             print_result(str(path))
     return 0
 
@@ -556,16 +569,26 @@ def _figures(args: argparse.Namespace) -> int:
 
 
 def _configure_report(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results", help="results folder (default: every results/<dataset>/ of the checkout)")
+    p.add_argument("--results", action="append", metavar="DIR",
+                   help="a results folder (results/<dataset>/); repeat it for several. Default: every "
+                        "results/<dataset>/ of the checkout. Each folder gets its own report.html; with several "
+                        "(or the default), one more page shows them side by side (results/report.html)")
+    p.add_argument("--out", metavar="FILE", help="where the side-by-side page goes (default: results/report.html)")
     p.add_argument("--data-dir", help="dataset folder, for the example grid (see `fracbench figures`)")
     p.add_argument("--no-refresh", action="store_true", help="do not regenerate tables and figures first")
 
 
 @command("report", "one self-contained HTML page: what was run, the data, tables and figures", _configure_report)
 def _report(args: argparse.Namespace) -> int:
-    from fracbench.report import write_report
+    from pathlib import Path
 
-    folders = _figure_folders(args)
+    from fracbench.report import write_report, write_reports
+
+    given = [Path(p) for p in args.results or []]
+    for p in given:
+        if not p.is_dir():
+            raise FileNotFoundError(f"{p}: no such results folder; pass results/<dataset>/ (one with runs/)")
+    folders = given or results_folders()
     if not folders:
         console.print("no records found: run `fracbench run --all` first")
         return 2
@@ -576,6 +599,12 @@ def _report(args: argparse.Namespace) -> int:
             write_tables(results)
             _draw_figures(results, args.data_dir)
         print_result(f"Report: {write_report(results)}")
+    if len(given) != 1:
+        if not args.no_refresh:
+            from fracbench.tables import write_cross_tables
+
+            write_cross_tables(folders)
+        print_result(f"Report: {write_reports(folders, args.out)}")
     return 0
 
 

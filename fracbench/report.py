@@ -7,6 +7,11 @@ results/figures/ (embedded as base64 data URIs) and the environment. The page op
 is inline and nothing is fetched (no scripts, fonts, CDNs or links out). Every value taken from a
 record, a summary or a table is HTML-escaped. Nothing time-dependent is added, so the same inputs
 give the same page.
+
+Several results folders (one per dataset): :func:`write_reports` writes one more page,
+results/report.html, that shows them side by side: a summary row per dataset, the tables built across
+them (claims beside the multiregion splits, the leak table across splits) and then each dataset's
+sections in turn. A folder that is absent or holds no records is listed as "not run".
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 
 from fracbench.io import atomic_write_text
 
-__all__ = ["DISCLAIMER", "render_report", "write_report"]
+__all__ = ["DISCLAIMER", "render_report", "render_reports", "write_report", "write_reports"]
 
 DISCLAIMER = "Research software, not a medical device"
 
@@ -94,6 +99,90 @@ def render_report(results: Path, *, baselines: Path | None = None, figures: Path
     return "\n".join(parts) + "\n"
 
 
+def write_reports(folders: Sequence[Path], out: Path | None = None, *, baselines: Path | None = None) -> Path:
+    """Write the side-by-side page of several results folders to ``out`` (default: <parent>/report.html,
+    i.e. results/report.html for results/<dataset>/); returns its path."""
+    folders = [Path(f) for f in folders]
+    if not folders:
+        raise ValueError("no results folder given: pass at least one results/<dataset>/ folder")
+    out = Path(out) if out is not None else folders[0].parent / "report.html"
+    return atomic_write_text(out, render_reports(folders, baselines=baselines))
+
+
+def render_reports(folders: Sequence[Path], *, baselines: Path | None = None) -> str:
+    """The side-by-side page of several results folders as a string (see the module docstring)."""
+    from fracbench import __version__
+    from fracbench import tables as T
+    from fracbench.experiments import baselines_dir
+
+    folders = [Path(f) for f in folders]
+    runs = {f: T.load_runs(f) for f in folders}
+    every = [r for rs in runs.values() for r in rs]
+    names = [f.name or str(f) for f in folders]
+    anchors = {f: f"ds-{_slug(f.name or str(i))}-" for i, f in enumerate(folders)}
+    title = f"fracbench report: {', '.join(names)} side by side"
+    bdir = Path(baselines) if baselines is not None else baselines_dir()
+    exps = T.load_experiments(bdir)
+    claims = T.load_claims(bdir / T.CLAIMS_FILE) if (bdir / T.CLAIMS_FILE).exists() else []
+    try:
+        cross: list[tuple[str, Any]] = [(t.name, t) for t in T.build_cross_tables(runs, exps, claims)]
+    except Exception as exc:  # one refusing table must not hide the datasets' own sections
+        cross = [("across datasets", f"{type(exc).__name__}: {exc}")]
+    nav = "".join(f"<a href=\"#{anchors[f]}top\">{_e(n)}</a>" for f, n in zip(folders, names, strict=True))
+    parts = [
+        "<!doctype html>",
+        "<html lang=en><head><meta charset=utf-8>",
+        "<meta name=viewport content=\"width=device-width, initial-scale=1\">",
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f"<p class=disclaimer>{_e(DISCLAIMER)}: these numbers measure models on benchmark splits; nothing here "
+        "is fit for diagnosing anyone.</p>",
+        f"<nav><a href=\"#side-by-side\">Side by side</a><a href=\"#across-tables\">Across datasets</a>{nav}</nav>",
+        _machinery_banner(every),
+        _side_by_side(folders, runs, anchors),
+        _render_tables(cross, "across-", "Tables across datasets"),
+    ]
+    for f, name in zip(folders, names, strict=True):
+        a = anchors[f]
+        parts.append(f"<hr><h1 id=\"{a}top\">{_e(name)}</h1>")
+        if not runs[f]:
+            parts.append(f"<p class=warn>not run: no records under <code>{_e(name)}/runs</code>.</p>")
+            continue
+        parts += [_run_section(runs[f], a), _data_section(_summaries(f), [r.record for r in runs[f]], a),
+                  _tables_section(f, runs[f], baselines, a), _figures_section(f / "figures", a)]
+    parts += [_environment_section([r.record for r in every], __version__),
+              f"<p class=muted>Written by fracbench {_e(__version__)} from the records under "
+              f"{', '.join(f'<code>{_e(n)}/runs</code>' for n in names)}. {_e(DISCLAIMER)}.</p>",
+              "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in s.lower()) or "x"
+
+
+def _side_by_side(folders: Sequence[Path], runs: Mapping[Path, Sequence[Any]], anchors: Mapping[Path, str]) -> str:
+    """One row per results folder: what its records hold (or "not run")."""
+    cols = ["results folder", "records", "experiments", "profile", "dataset", "manifest fingerprint",
+            "test images", "section"]
+    rows = []
+    for f in folders:
+        records = [r.record for r in runs.get(f, [])]
+        if not records:
+            rows.append([f.name, "not run", "—", "—", "—", "—", "—", "—"])
+            continue
+        done = [r for r in records if r.get("status", "complete") == "complete"]
+        tests = sorted({int((r.get("counts") or {}).get("test", 0)) for r in done})
+        rows.append([f.name, f"{len(records)} ({len(done)} complete)", len({r.get("experiment") for r in records}),
+                     ", ".join(_distinct(records, "profile")) or "—", ", ".join(_distinct(records, "dataset")) or "—",
+                     ", ".join(x[:16] for x in _distinct(done, "manifest_sha256")) or "—",
+                     ", ".join(map(str, tests)) or "—", f"#{anchors[f]}top"])
+    return ("<h2 id=side-by-side>Side by side</h2>" + _table(cols, rows)
+            + "<p class=muted>The tables across datasets put their numbers in one table: the claims table with "
+              "the multiregion splits beside each headline accuracy claim, and the leak table with a row per "
+              "dataset, split and protocol.</p>")
+
+
 def _machinery_banner(runs: Sequence[Any]) -> str:
     """A banner at the top of the page for smoke runs or synthetic data ("" otherwise)."""
     from fracbench.tables.inputs import machinery_banner
@@ -151,8 +240,8 @@ def _fmt(v: Any, nd: int = 3) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _run_section(runs: Sequence[Any]) -> str:
-    out = ["<h2 id=run>What was run</h2>"]
+def _run_section(runs: Sequence[Any], anchor: str = "") -> str:
+    out = [f"<h2 id={anchor}run>What was run</h2>"]
     if not runs:
         return out[0] + "<p class=warn>No run records found: run <code>fracbench run --all</code> first.</p>"
     records = [r.record for r in runs]
@@ -207,8 +296,9 @@ def _summaries(results: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _data_section(summaries: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]]) -> str:
-    out = ["<h2 id=data>Dataset</h2>"]
+def _data_section(summaries: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
+                  anchor: str = "") -> str:
+    out = [f"<h2 id={anchor}data>Dataset</h2>"]
     if not summaries:
         out.append("<p class=warn>No dataset summary (results/data/&lt;dataset&gt;.json): it is written by "
                    "<code>fracbench run</code>.</p>")
@@ -268,7 +358,8 @@ def _build_tables(results: Path, runs: Sequence[Any], baselines: Path | None) ->
         pass
     builders = [("table1", T.table1), ("table2", T.table2), ("table3", T.table3), ("leaderboard", T.leaderboard),
                 ("claims", lambda r, e: T.claims_table(r, e, claims)), ("leak", T.leak_table),
-                ("protocol", T.protocol_table)]
+                ("protocol", T.protocol_table),
+                ("leak_splits", lambda r, e: T.leak_splits_table({T.dataset_label(r): r}))]
     out: list[tuple[str, Any]] = []
     for name, build in builders:
         try:
@@ -278,15 +369,20 @@ def _build_tables(results: Path, runs: Sequence[Any], baselines: Path | None) ->
     return out
 
 
-def _tables_section(results: Path, runs: Sequence[Any], baselines: Path | None) -> str:
-    out = ["<h2 id=tables>Tables</h2>",
+def _tables_section(results: Path, runs: Sequence[Any], baselines: Path | None, anchor: str = "") -> str:
+    return _render_tables(_build_tables(results, runs, baselines), anchor)
+
+
+def _render_tables(tables: Sequence[tuple[str, Any]], anchor: str = "", heading: str = "Tables") -> str:
+    """A section of tables: (name, Table or the text of why it was not built)."""
+    out = [f"<h2 id={anchor}tables>{_e(heading)}</h2>",
            "<p class=muted>Columns headed “paper …” hold the paper's numbers; “fracbench …” columns hold this "
            "rerun's. The same tables are in results/tables/ as Markdown, CSV and LaTeX.</p>"]
-    for name, table in _build_tables(results, runs, baselines):
+    for name, table in tables:
         if isinstance(table, str):
-            out.append(f"<h3 id=\"table-{_e(name)}\">{_e(name)}</h3><p class=warn>not built: {_e(table)}</p>")
+            out.append(f"<h3 id=\"{anchor}table-{_e(name)}\">{_e(name)}</h3><p class=warn>not built: {_e(table)}</p>")
             continue
-        out.append(f"<h3 id=\"table-{_e(table.name)}\">{_e(table.title)}</h3>")
+        out.append(f"<h3 id=\"{anchor}table-{_e(table.name)}\">{_e(table.title)}</h3>")
         if getattr(table, "banner", ""):
             out.append(f"<p class=disclaimer>{_e(table.banner)}</p>")
         out.append(_table(table.columns, table.rows))
@@ -302,10 +398,10 @@ def _figure_key(p: Path) -> tuple[int, str]:
     return len(_FIGURE_ORDER), p.name
 
 
-def _figures_section(folder: Path) -> str:
+def _figures_section(folder: Path, anchor: str = "") -> str:
     from fracbench.figures import caption
 
-    out = ["<h2 id=figures>Figures</h2>"]
+    out = [f"<h2 id={anchor}figures>Figures</h2>"]
     pngs = sorted(folder.glob("*.png"), key=_figure_key) if folder.is_dir() else []
     if not pngs:
         out.append("<p class=warn>No figures: run <code>fracbench figures</code> (or <code>fracbench report</code> "
@@ -316,7 +412,7 @@ def _figures_section(folder: Path) -> str:
                    "when the figures were made (<code>fracbench figures --data-dir DIR</code> draws it).</p>")
     for p in pngs:
         data = base64.b64encode(p.read_bytes()).decode("ascii")
-        out.append(f"<figure id=\"fig-{_e(p.stem)}\"><img alt=\"{_e(p.stem)}\" src=\"data:image/png;base64,{data}\">"
+        out.append(f"<figure id=\"{anchor}fig-{_e(p.stem)}\"><img alt=\"{_e(p.stem)}\" src=\"data:image/png;base64,{data}\">"
                    f"<figcaption><b>{_e(p.name)}</b>: {_e(caption(p.name))}</figcaption></figure>")
     return "\n".join(out)
 

@@ -17,10 +17,15 @@ interval; over several seeds the claims table uses their range over seeds instea
 
 A table refuses records made on different manifests (``MixedManifestError``): numbers from two
 splits cannot stand in one column.
+
+Several results folders (one per dataset, results/<dataset>/): :func:`write_cross_tables` writes the
+tables that need more than one, into results/tables/: the claims table of the main dataset with the
+multiregion splits beside each headline accuracy claim, and the leak table across splits and datasets
+(fracbench.tables.splits). A folder that is absent makes its cells read "not run".
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,7 @@ from fracbench.tables.claims_table import claims_table
 from fracbench.tables.inputs import (
     CLAIM_KINDS,
     CLAIMS_FILE,
+    CROSS_TABLE_NAMES,
     EPOCH_METRICS,
     KNOWN_METRICS,
     PROTOCOL_EFFECTS,
@@ -49,10 +55,13 @@ from fracbench.tables.leak import leak_table
 from fracbench.tables.paper_tables import table1, table2, table3
 from fracbench.tables.protocol import protocol_table
 from fracbench.tables.render import Table
+from fracbench.tables.splits import ANATOMY_DATASET, is_split_run, leak_splits_table, split_claims_table
 
 __all__ = [
+    "ANATOMY_DATASET",
     "CLAIMS_FILE",
     "CLAIM_KINDS",
+    "CROSS_TABLE_NAMES",
     "EPOCH_METRICS",
     "KNOWN_METRICS",
     "PROTOCOL_EFFECTS",
@@ -62,18 +71,24 @@ __all__ = [
     "MixedManifestError",
     "Run",
     "Table",
+    "build_cross_tables",
     "build_tables",
+    "dataset_label",
     "check_manifests",
     "claims_table",
     "leaderboard",
+    "leak_splits_table",
     "leak_table",
     "load_claims",
     "load_experiments",
     "load_runs",
+    "primary_folder",
     "protocol_table",
     "table1",
     "table2",
+    "split_claims_table",
     "table3",
+    "write_cross_tables",
     "write_tables",
 ]
 
@@ -88,22 +103,80 @@ def build_tables(runs: Sequence[Run], experiments: Any, claims: Sequence[Claim])
     banner = machinery_banner(runs)
     tables = [table1(runs, experiments, claims), table2(runs, experiments), table3(runs, experiments),
             leaderboard(runs, experiments), claims_table(runs, experiments, claims), leak_table(runs, experiments, claims),
-            protocol_table(runs, experiments)]
+            protocol_table(runs, experiments), leak_splits_table({dataset_label(runs): runs})]
     for table in tables:
         table.banner = banner
     return tables
 
 
-def write_tables(results: Path, out: Path | None = None, *, baselines: Path | None = None) -> list[Path]:
-    """Write results/tables/{table1,table2,table3,leaderboard,claims,leak,protocol}.{md,csv,tex}; returns the paths."""
-    results = Path(results)
-    out = Path(out) if out is not None else results / "tables"
+def dataset_label(runs: Sequence[Run]) -> str:
+    """The dataset(s) of a folder's records, for a table row (external test sets left out)."""
+    names = sorted({str(r.record.get("dataset")) for r in runs
+                    if r.record.get("dataset") and not isinstance(r.record.get("external"), dict)})
+    return ", ".join(names) or "unknown dataset"
+
+
+def _inputs(baselines: Path | None) -> tuple[dict[str, Any], list[Claim]]:
     bdir = Path(baselines) if baselines is not None else baselines_dir()
-    runs = load_runs(results)
-    experiments = load_experiments(bdir)
     claims = load_claims(bdir / CLAIMS_FILE) if (bdir / CLAIMS_FILE).exists() else []
+    return load_experiments(bdir), claims
+
+
+def _write(tables: Sequence[Table], out: Path) -> list[Path]:
     paths = []
-    for table in build_tables(runs, experiments, claims):
+    for table in tables:
         for ext, text in (("md", table.to_markdown()), ("csv", table.to_csv()), ("tex", table.to_latex())):
             paths.append(atomic_write_text(out / f"{table.name}.{ext}", text))
     return sorted(paths)
+
+
+def write_tables(results: Path, out: Path | None = None, *, baselines: Path | None = None) -> list[Path]:
+    """Write results/tables/<name>.{md,csv,tex} for each of TABLE_NAMES; returns the paths."""
+    results = Path(results)
+    experiments, claims = _inputs(baselines)
+    return _write(build_tables(load_runs(results), experiments, claims),
+                  Path(out) if out is not None else results / "tables")
+
+
+PRIMARY_DATASET = "fracatlas"  # the dataset whose runs the claims table judges the paper on
+
+
+def primary_folder(folders: Sequence[Path], runs: Mapping[Path, Sequence[Run]]) -> Path | None:
+    """The folder the cross-dataset claims table is built on: results/fracatlas when given, else the
+    first folder with a record that is not a claim-anatomy (split) record; None when there is none."""
+    named = [f for f in folders if Path(f).name == PRIMARY_DATASET]
+    if named:
+        return named[0]
+    return next((f for f in folders if any(not is_split_run(r) for r in runs.get(f, []))), None)
+
+
+def build_cross_tables(runs: Mapping[Path, Sequence[Run]], experiments: Any, claims: Sequence[Claim]) -> list[Table]:
+    """The tables over several results folders (folder -> its runs): claims with the multiregion splits,
+    and the leak table across splits and datasets. Each carries the smoke/synthetic banner when due."""
+    folders = list(runs)
+    primary = primary_folder(folders, runs)
+    main = [r for r in runs.get(primary, []) if not is_split_run(r)] if primary is not None else []
+    split = [r for rs in runs.values() for r in rs if is_split_run(r)]
+    label = Path(primary).name if primary is not None else ""
+    tables = [split_claims_table(main, split, experiments, claims, dataset=label),
+              leak_splits_table({Path(f).name: rs for f, rs in runs.items()}, expect=[ANATOMY_DATASET])]
+    banner = machinery_banner([r for rs in runs.values() for r in rs])
+    for table in tables:
+        table.banner = banner
+    return tables
+
+
+def write_cross_tables(folders: Sequence[Path], out: Path | None = None, *,
+                       baselines: Path | None = None) -> list[Path]:
+    """Write <parent>/tables/{claims,leak_splits}.{md,csv,tex} over several results folders.
+
+    ``out`` defaults to the tables/ folder beside the results folders (results/tables/ for
+    results/<dataset>/); a results folder with no records is read as "not run".
+    """
+    folders = [Path(f) for f in folders]
+    if not folders:
+        raise ValueError("no results folder given: pass at least one results/<dataset>/ folder")
+    experiments, claims = _inputs(baselines)
+    runs = {f: load_runs(f) for f in folders}
+    return _write(build_cross_tables(runs, experiments, claims),
+                  Path(out) if out is not None else folders[0].parent / "tables")

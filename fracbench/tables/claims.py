@@ -24,6 +24,7 @@ Rules (each is a reviewer's objection made into code):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -31,10 +32,13 @@ __all__ = [
     "MIN_TEST_IMAGES",
     "ONE_SIDED_MARGIN",
     "TRAIN_FIT_METRICS",
+    "SPLIT_VERDICTS",
     "Evidence",
     "Verdict",
     "VERDICTS",
     "judge",
+    "judge_splits",
+    "reaches",
     "scale_to_jpg_count",
     "wilson_ci",
 ]
@@ -54,6 +58,10 @@ VERDICTS: dict[str, tuple[str, ...]] = {
     "test": ("reproduced", "not reproduced", "no evidence", "not comparable"),
     "train fit": ("train fit matches", "train fit differs", "not comparable"),
 }
+# what the published split, the grouped split (no copy across train/test) and their difference say about
+# a headline accuracy claim of the paper (judge_splits)
+SPLIT_VERDICTS: tuple[str, ...] = ("reached only with train/test copies", "reached without copies",
+                                   "not reached on any split", "no evidence", "not run")
 
 
 @dataclass(frozen=True)
@@ -163,3 +171,75 @@ def judge(metric: str, paper: float, ev: Evidence) -> Verdict:
         return Verdict(category, "not reproduced", f"{metric} alone matches, but balanced accuracy is only "
                                                    f"{ev.balanced:.3f}: the other rate is far below the paper's")
     return Verdict(category, "reproduced", f"inside fracbench's {ev.interval_kind}")
+
+
+def _usable(ev: Evidence) -> str:
+    """Why ``ev`` cannot say whether a split reaches a value ("" when it can)."""
+    if ev.value is None:
+        return ev.problem or "not run"
+    if ev.n_images is not None and ev.n_images < MIN_TEST_IMAGES:
+        return f"only {ev.n_images} test images (fewer than {MIN_TEST_IMAGES})"
+    if ev.interval is None:
+        return "no 95% interval"
+    if ev.balanced is None or ev.majority is None:
+        return "balanced or majority-class accuracy unknown, so a majority-class answer cannot be ruled out"
+    return ""
+
+
+def reaches(paper: float, ev: Evidence) -> bool | None:
+    """Whether a split's test accuracy reaches the paper's value: the value is inside the run's 95% interval
+    or below it (the run does at least as well). None when the evidence cannot say (:func:`_usable`)."""
+    if _usable(ev):
+        return None
+    assert ev.interval is not None
+    return paper <= ev.interval[1]
+
+
+def _shown(label: str, paper: float, ev: Evidence) -> str:
+    assert ev.value is not None and ev.interval is not None
+    lo, hi = ev.interval
+    where = "inside" if lo <= paper <= hi else "below" if paper < lo else "above"
+    return (f"{label} {ev.value:.4f} [{lo:.4f}, {hi:.4f}] (paper's {paper:.4f} {where} it; balanced "
+            f"{ev.balanced:.3f}, majority-class {ev.majority:.3f})")
+
+
+def judge_splits(paper: float, published: Evidence, grouped: Sequence[tuple[str, Evidence]]) -> Verdict:
+    """Does a headline accuracy claim need train/test copies? Pure rule over the splits' evidence.
+
+    ``published``: the release's own split, scored as the paper scores (copies of test images sit in
+    train). ``grouped``: (label, evidence) of the re-split where no exact or near copy crosses train and
+    test, under one or more protocols. A split "reaches" the claim per :func:`reaches`.
+
+    - "reached without copies": some grouped split reaches it;
+    - "reached only with train/test copies": the published split reaches it and no grouped split does
+      (each grouped one usable);
+    - "not reached on any split": neither does (the grouped ones that were run);
+    - "no evidence": a split needed for the answer has too few images or no interval;
+    - "not run": the published split was not run.
+    """
+    if published.value is None:
+        return Verdict("split", "not run", published.problem or "the published split was not run")
+    why = _usable(published)
+    if why:
+        return Verdict("split", "no evidence", f"published split: {why}")
+    pub = reaches(paper, published)
+    ran = [(label, ev) for label, ev in grouped if ev.value is not None]
+    usable = [(label, ev) for label, ev in ran if not _usable(ev)]
+    text = "; ".join([_shown("published", paper, published), *(_shown(label, paper, ev) for label, ev in usable)])
+    hit = [label for label, ev in usable if reaches(paper, ev)]
+    if hit:
+        return Verdict("split", "reached without copies", f"{', '.join(hit)} reaches it with no copy across "
+                                                          f"train and test: {text}")
+    unusable = [f"{label}: {_usable(ev)}" for label, ev in ran if _usable(ev)]
+    if pub:
+        if not ran:
+            return Verdict("split", "no evidence", f"the published split reaches it but no grouped split was run, "
+                                                   f"so whether copies are needed is unknown: {text}")
+        if unusable:
+            return Verdict("split", "no evidence", f"the published split reaches it; {'; '.join(unusable)}: {text}")
+        return Verdict("split", "reached only with train/test copies",
+                       f"the published split reaches it, the grouped split (no copy across train and test) does not:"
+                       f" {text}")
+    missing = "" if ran else " (no grouped split was run)"
+    missing += f" ({'; '.join(unusable)})" if unusable else ""
+    return Verdict("split", "not reached on any split", f"no split that was run reaches it{missing}: {text}")

@@ -5,6 +5,9 @@ It reads "no evidence" (and shows no point estimate as a finding) when the inter
 fewer than :data:`MIN_SEEDS` seeds were run, or when the test set behind it has fewer than
 :data:`~fracbench.tables.claims.MIN_TEST_IMAGES` images. An effect of one seed on enough images is
 judged from the two runs' own 95% bootstrap intervals: it is evidence only when they do not overlap.
+An effect between two different test sets (a grouped split against an external one) cannot be paired
+image by image: :func:`independent_effect` takes the difference of the two independent estimates with a
+normal-approximation interval built from their two 95% intervals.
 Pure: numbers in, a verdict and a cell out.
 """
 
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 from fracbench.tables.claims import MIN_TEST_IMAGES
 
-__all__ = ["MIN_SEEDS", "Effect", "pair_effect", "seed_effect", "t975"]
+__all__ = ["MIN_SEEDS", "Effect", "independent_effect", "pair_effect", "seed_effect", "t975"]
 
 MIN_SEEDS = 3  # fewer seeds: the sd (and so the interval) of the seed-to-seed spread is not estimable
 # two-sided 95% quantiles of Student's t by degrees of freedom (scipy.stats.t.ppf(0.975, df)); normal beyond
@@ -92,3 +95,27 @@ def pair_effect(a: float, a_ci: Sequence[float] | None, b: float, b_ci: Sequence
     if overlap:
         return Effect(d, None, 1, None, False, "one seed; the two runs' 95% CIs overlap")
     return Effect(d, None, 1, None, True, "")
+
+
+_Z975 = 1.959963984540054
+
+
+def independent_effect(a: float, a_ci: Sequence[float] | None, b: float, b_ci: Sequence[float] | None,
+                       n_images: int | None) -> Effect:
+    """a - b of two independent estimates (different test sets) with a normal-approximation 95% CI.
+
+    Each estimate's standard error is read off its own 95% interval as (hi - lo) / (2 * 1.96); the
+    difference's is the root of their squared sum (independent samples), and its CI d ± 1.96 * se.
+    "no evidence" when the CI includes zero, an interval is missing, or ``n_images`` (the smaller of the
+    two test sets) is under MIN_TEST_IMAGES.
+    """
+    d = a - b
+    if a_ci is None or b_ci is None or len(a_ci) != 2 or len(b_ci) != 2:
+        return Effect(d, None, 1, None, False, "no interval")
+    se = math.hypot((a_ci[1] - a_ci[0]) / (2 * _Z975), (b_ci[1] - b_ci[0]) / (2 * _Z975))
+    ci = (d - _Z975 * se, d + _Z975 * se)
+    if _small(n_images):
+        return Effect(d, None, 1, ci, False, f"{n_images} test images, at least {MIN_TEST_IMAGES} needed")
+    if ci[0] <= 0 <= ci[1]:
+        return Effect(d, None, 1, ci, False, "the CI includes zero")
+    return Effect(d, None, 1, ci, True, "")

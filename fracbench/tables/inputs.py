@@ -15,7 +15,9 @@ from fracbench.metrics import METRIC_NAMES
 from fracbench.tables.render import DASH
 
 CLAIMS_FILE = "claims.yaml"
-TABLE_NAMES = ("table1", "table2", "table3", "leaderboard", "claims", "leak", "protocol")
+TABLE_NAMES = ("table1", "table2", "table3", "leaderboard", "claims", "leak", "protocol", "leak_splits")
+# written once for several results folders, into results/tables/
+CROSS_TABLE_NAMES = ("claims", "leak_splits")
 # Test-set metrics of the reported checkpoint, as in record["metrics"]["test"].
 RECORD_METRICS: tuple[str, ...] = (*METRIC_NAMES, "kappa")
 # Per-epoch values, as in epochs.jsonl.
@@ -104,6 +106,8 @@ class Claim:
     run: int | None = None
     note: str = ""
     effect: str = ""  # protocol_effect claims: which effect (PROTOCOL_EFFECTS)
+    # a headline test-accuracy claim (the "99.8%" kind): also judged across the multiregion splits
+    headline: bool = False
 
 
 def load_claims(path: Path | None = None) -> list[Claim]:
@@ -130,6 +134,10 @@ def load_claims(path: Path | None = None) -> list[Claim]:
                                                                         PROTOCOL_EFFECTS):
             raise ValueError(f"{path}: claim {claim.id}: a protocol_effect claim names one effect of "
                              f"{PROTOCOL_EFFECTS}, and only it")
+        if claim.headline is not False and (claim.headline is not True or claim.kind != "model_result"
+                                            or claim.metric not in ("accuracy", "test_accuracy")):
+            raise ValueError(f"{path}: claim {claim.id}: headline: true marks a model_result accuracy claim "
+                             "(metric accuracy or test_accuracy); remove it or fix the claim")
         claims.append(claim)
     return claims
 

@@ -1,0 +1,285 @@
+"""Claim anatomy tables (fracbench.tables.splits): published vs grouped split vs external test, the claims
+table with the multiregion splits beside each headline accuracy claim, several results folders, the report.
+
+Records are written with fracbench.results' writers (record.json + predictions.csv) into tmp folders; the
+expected numbers are recomputed here from predictions.csv and the records' intervals, not copied from a run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_tables import fake_run
+
+from fracbench import results as R
+from fracbench.cli import main
+from fracbench.metrics import metrics_with_ci
+from fracbench.report import write_report, write_reports
+from fracbench.tables import load_claims, load_runs, write_cross_tables
+from fracbench.tables.claims import MIN_TEST_IMAGES, SPLIT_VERDICTS, Evidence, judge_splits, reaches
+from fracbench.tables.effects import independent_effect
+from fracbench.tables.splits import SPLIT_ROWS
+
+HEADLINE = "experiment_test_accuracy"  # "the test Accuracy was 0.998" (claims.yaml, headline: true)
+
+
+def split_run(results: Path, experiment: str, split: str, protocol: str, accuracy: float, *, n: int = 300,
+              exact: int = 0, near: int = 0, sim: float = 0.5, seed: int = 0, threshold: float = 0.5) -> Path:
+    """A claim-anatomy record whose predictions have the given accuracy (labels half and half)."""
+    rng = np.random.default_rng(zlib.crc32(f"{experiment}/{seed}".encode()))
+    y = np.array([i % 2 for i in range(n)])
+    correct = np.arange(n) < round(accuracy * n)
+    u = rng.uniform(0.0, 0.45, n)
+    # a correct call lands on the label's side of the threshold, a wrong one on the other side
+    score = np.where(correct == (y == 1), threshold + 0.01 + u, threshold - 0.01 - u).clip(0, 1)
+    d = R.run_dir(results, experiment, seed)
+    R.write_predictions(d, [(f"img{i}", "test", int(y[i]), float(score[i])) for i in range(n)])
+    metrics = metrics_with_ci(y, score, threshold, n_boot=300, seed=0)
+    leak: dict[str, Any] = {"split": split, "split_title": split, "test_images": n,
+                            "test_exact_in_train": exact, "test_exact_in_train_share": exact / n,
+                            "test_near_in_train": near, "test_near_in_train_share": near / n,
+                            "nn_similarity": {"median": sim, "p90": min(1.0, sim + 0.1), "share_above_threshold": 0.1}}
+    rec: dict[str, Any] = {"experiment": experiment, "model": "paper_cnn", "protocol": protocol,
+                           "dataset": "multiregion", "manifest_sha256": split[0] * 64, "seed": seed,
+                           "status": "complete", "profile": "cpu", "threshold": threshold,
+                           "metrics": {"test": metrics}, "counts": {"train": 900, "val": 100, "test": n},
+                           "leak": leak}
+    if split == "external":
+        rec["external"] = {"dataset": "fracatlas", "manifest_sha256": "e" * 64, "excluded_overlap": 7}
+    R.write_record(d, rec)
+    return d
+
+
+def fracatlas(results: Path) -> Path:
+    fake_run(results, "paper_cnn_as_published", 0, "as_published", train_loss=[0.7, 0.5, 0.3],
+             test_accuracy=[0.6, 0.7, 0.8], final_accuracy=0.8, dataset="fracatlas")
+    # a synthetic leak-demonstration record: its leak info also says split "grouped", in the older schema
+    d = R.run_dir(results, "leak_demo__grouped_honest", 0)
+    rec = {"experiment": "leak_demo__grouped_honest", "protocol": "honest", "dataset": "fracatlas+4copies",
+           "manifest_sha256": "c" * 64, "seed": 0, "status": "complete", "profile": "cpu",
+           "metrics": {"test": {"accuracy": 0.5, "accuracy_ci95": [0.4, 0.6], "balanced_accuracy": 0.5,
+                                "majority_accuracy": 0.5}}, "counts": {"test": 200},
+           "leak": {"split": "grouped", "variant": "grouped", "copies": ["rot90"], "test_images": 200,
+                    "test_images_with_a_copy_in_train": 0, "test_share_with_a_copy_in_train": 0.0}}
+    R.write_record(d, rec)
+    return results
+
+
+def multiregion(results: Path, published: float = 1.0, grouped_pub: float = 0.8, grouped_honest: float = 0.78,
+                external: float = 0.6) -> Path:
+    accs = {"multiregion_published_as_published": published, "multiregion_published_honest": published - 0.01,
+            "multiregion_grouped_as_published": grouped_pub, "multiregion_grouped_honest": grouped_honest,
+            "multiregion_external": external}
+    for split, protocol, name in SPLIT_ROWS:
+        copies = split == "published"
+        split_run(results, name, split, protocol, accs[name], n=400 if split == "external" else 300,
+                  exact=30 if copies else 0, near=45 if copies else 0, sim=0.97 if copies else 0.61)
+    return results
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> tuple[Path, Path]:
+    return fracatlas(tmp_path / "results" / "fracatlas"), multiregion(tmp_path / "results" / "multiregion")
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+
+
+def _claim_row(out: Path, claim: str = HEADLINE) -> dict[str, str]:
+    return next(r for r in _csv(out / "claims.csv") if r["claim"] == claim)
+
+
+# --------------------------------------------------------------------------------------------
+# Pure rules
+# --------------------------------------------------------------------------------------------
+
+
+def _ev(value: float, lo: float, hi: float, n: int = 500) -> Evidence:
+    return Evidence(value, (lo, hi), "95% bootstrap CI", n, balanced=value, majority=0.5)
+
+
+def test_judge_splits_three_cases() -> None:
+    paper = 0.998
+    leaky, honest = _ev(0.999, 0.997, 1.0), _ev(0.80, 0.76, 0.84)
+    v = judge_splits(paper, leaky, [("grouped split, honest", honest)])
+    assert v.verdict == "reached only with train/test copies"
+    v = judge_splits(paper, _ev(0.95, 0.93, 0.97), [("grouped split, honest", honest)])
+    assert v.verdict == "not reached on any split"
+    v = judge_splits(paper, leaky, [("grouped split, as published", honest), ("grouped split, honest", leaky)])
+    assert v.verdict == "reached without copies" and "grouped split, honest reaches it" in v.reason
+    assert {"reached only with train/test copies", "reached without copies",
+            "not reached on any split"} <= set(SPLIT_VERDICTS)
+
+
+def test_reaches_is_inside_or_below_the_interval() -> None:
+    assert reaches(0.998, _ev(0.9995, 0.999, 1.0)) is True  # the run does better than the claim
+    assert reaches(0.998, _ev(0.997, 0.996, 0.998)) is True  # the upper bound itself
+    assert reaches(0.998, _ev(0.997, 0.996, 0.9979)) is False
+    assert reaches(0.998, _ev(0.999, 0.99, 1.0, n=MIN_TEST_IMAGES - 1)) is None
+
+
+def test_judge_splits_without_enough_evidence() -> None:
+    paper, leaky = 0.998, _ev(0.999, 0.997, 1.0)
+    assert judge_splits(paper, Evidence(problem="x not run"), []).verdict == "not run"
+    small = _ev(0.5, 0.4, 0.6, n=MIN_TEST_IMAGES - 1)
+    assert judge_splits(paper, small, [("g", leaky)]).verdict == "no evidence"
+    # the published split reaches it but the grouped one cannot say: copies are not shown to be needed
+    assert judge_splits(paper, leaky, [("g", small)]).verdict == "no evidence"
+    assert judge_splits(paper, leaky, []).verdict == "no evidence"
+    no_balanced = Evidence(0.999, (0.997, 1.0), "ci", 500, balanced=None, majority=0.5)
+    assert judge_splits(paper, no_balanced, [("g", small)]).verdict == "no evidence"
+
+
+def test_independent_effect_normal_approximation() -> None:
+    # a: 0.90 [0.86, 0.94]; b: 0.70 [0.64, 0.76]; se = hypot(0.08, 0.12) / 3.92
+    e = independent_effect(0.90, [0.86, 0.94], 0.70, [0.64, 0.76], 300)
+    se = math.sqrt(0.08**2 + 0.12**2) / (2 * 1.959963984540054)
+    assert e.evidence and e.ci == pytest.approx((0.2 - 1.959963984540054 * se, 0.2 + 1.959963984540054 * se))
+    assert e.cell() == f"+20.00 points [95% CI {100 * e.ci[0]:+.2f}, {100 * e.ci[1]:+.2f}]"
+    overlap = independent_effect(0.80, [0.70, 0.90], 0.75, [0.65, 0.85], 300)
+    assert not overlap.evidence and overlap.cell().startswith("no evidence (the CI includes zero")
+    assert independent_effect(0.9, [0.89, 0.91], 0.5, [0.49, 0.51], MIN_TEST_IMAGES - 1).cell().startswith(
+        f"no evidence ({MIN_TEST_IMAGES - 1} test images")
+    assert not independent_effect(0.9, None, 0.5, [0.49, 0.51], 300).evidence
+
+
+def test_headline_claims_are_marked_in_claims_yaml() -> None:
+    heads = {c.id for c in load_claims() if c.headline}
+    assert HEADLINE in heads and "intro_max_accuracy" in heads
+    assert not any(i.startswith("table1_") for i in heads)  # Table 1's per-epoch rows are not headlines
+
+
+def test_headline_on_a_non_accuracy_claim_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "claims.yaml"
+    p.write_text("claims:\n  - {id: a, text: t, where: w, value: 0.5, metric: auroc, kind: model_result, "
+                 "headline: true}\n")
+    with pytest.raises(ValueError, match="headline"):
+        load_claims(p)
+
+
+# --------------------------------------------------------------------------------------------
+# Rendered tables
+# --------------------------------------------------------------------------------------------
+
+
+def _accuracy_from_predictions(run_dir: Path, threshold: float = 0.5) -> float:
+    with (run_dir / "predictions.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return sum((float(r["score"]) >= threshold) == (r["label"] == "1") for r in rows) / len(rows)
+
+
+def test_leak_splits_table_numbers(tree: tuple[Path, Path], tmp_path: Path) -> None:
+    fa, mr = tree
+    write_cross_tables([fa, mr], tmp_path / "out")
+    rows = [r for r in _csv(tmp_path / "out" / "leak_splits.csv") if r["dataset"] == "multiregion"]
+    by = {(r["split"].split()[0], r["protocol"]): r for r in rows if r["experiment"] != "—"}
+    recs = {rn.experiment: rn for rn in load_runs(mr)}
+    for split, protocol, name in SPLIT_ROWS:
+        row, rec = by[(split, protocol.replace("_", " "))], recs[name]
+        acc = _accuracy_from_predictions(rec.dir)
+        lo, hi = rec.test["accuracy_ci95"]
+        assert row["fracbench test accuracy [95% CI]"] == f"{acc:.3f} [{lo:.3f}, {hi:.3f}]"
+        a_lo, a_hi = rec.test["auroc_ci95"]
+        assert row["fracbench AUROC [95% CI]"] == f"{rec.test['auroc']:.3f} [{a_lo:.3f}, {a_hi:.3f}]"
+        n = 400 if split == "external" else 300
+        assert row["test images"] == str(n)
+        exact, near = (30, 45) if split == "published" else (0, 0)
+        assert row["test images with an exact copy in train"] == f"{exact} ({100 * exact / n:.1f}%)"
+        assert row["test images with an exact or near copy in train"] == f"{near} ({100 * near / n:.1f}%)"
+        assert row["nearest-train-neighbour similarity (median)"] == ("0.970" if split == "published" else "0.610")
+    # published - grouped (as published): difference of independent estimates, normal-approximation CI
+    a, b = recs["multiregion_published_as_published"].test, recs["multiregion_grouped_as_published"].test
+    d = _accuracy_from_predictions(recs["multiregion_published_as_published"].dir) - \
+        _accuracy_from_predictions(recs["multiregion_grouped_as_published"].dir)
+    # se of each = its CI width / (2 * 1.96), so the difference's half-width 1.96 * se is hypot(widths) / 2
+    half = math.hypot(a["accuracy_ci95"][1] - a["accuracy_ci95"][0], b["accuracy_ci95"][1] - b["accuracy_ci95"][0]) / 2
+    effect = next(r for r in rows if r["split"].startswith("published − grouped (as published)"))
+    assert d == pytest.approx(0.2)
+    want = f"{100 * d:+.2f} points [95% CI {100 * (d - half):+.2f}, {100 * (d + half):+.2f}]"
+    assert effect["fracbench test accuracy [95% CI]"] == want
+    # grouped - external: 0.78 vs 0.60 on 300 and 400 images
+    ext = next(r for r in rows if r["split"].startswith("grouped − external"))
+    assert ext["fracbench test accuracy [95% CI]"].startswith("+18.00 points [95% CI")
+    md = (tmp_path / "out" / "leak_splits.md").read_text()
+    assert "normal-approximation 95% CI" in md and "no paired bootstrap" in md
+
+
+def test_leak_splits_effect_without_evidence(tmp_path: Path) -> None:
+    mr = tmp_path / "results" / "multiregion"
+    multiregion(mr, published=0.80, grouped_pub=0.79)
+    write_cross_tables([mr], tmp_path / "out")
+    row = next(r for r in _csv(tmp_path / "out" / "leak_splits.csv")
+               if r["split"].startswith("published − grouped (as published)"))
+    assert row["fracbench test accuracy [95% CI]"].startswith("no evidence (the CI includes zero; measured +1.00")
+
+
+@pytest.mark.parametrize(("published", "grouped_pub", "grouped_honest", "verdict"), [
+    (1.0, 0.80, 0.78, "reached only with train/test copies"),
+    (0.95, 0.80, 0.78, "not reached on any split"),
+    (1.0, 0.80, 1.0, "reached without copies"),
+])
+def test_claims_table_verdict_across_splits(tmp_path: Path, published: float, grouped_pub: float,
+                                            grouped_honest: float, verdict: str) -> None:
+    fa = fracatlas(tmp_path / "results" / "fracatlas")
+    mr = multiregion(tmp_path / "results" / "multiregion", published, grouped_pub, grouped_honest)
+    write_cross_tables([fa, mr], tmp_path / "out")
+    row = _claim_row(tmp_path / "out")
+    assert row["verdict across multiregion splits"] == verdict
+    rec = {r.experiment: r for r in load_runs(mr)}["multiregion_published_as_published"]
+    lo, hi = rec.test["accuracy_ci95"]
+    acc = _accuracy_from_predictions(rec.dir)
+    assert row["multiregion published split, as published: test acc [95% CI]"] == f"{acc:.4f} [{lo:.4f}, {hi:.4f}]"
+    # the FracAtlas verdict stands beside it, from the FracAtlas records
+    assert row["fracbench on fracatlas"].startswith("0.8000")
+    # the leak demonstration's "grouped" record is not a grouped split of multiregion
+    assert row["multiregion grouped split, honest: test acc [95% CI]"].startswith(f"{grouped_honest:.4f}")
+    # a claim that is not a headline accuracy claim gets no multiregion verdict
+    assert _claim_row(tmp_path / "out", "table1_epoch0_test_accuracy")["verdict across multiregion splits"] == "—"
+
+
+def test_absent_multiregion_folder_reads_not_run(tmp_path: Path) -> None:
+    fa = fracatlas(tmp_path / "results" / "fracatlas")
+    paths = write_cross_tables([fa, tmp_path / "results" / "multiregion"])
+    assert tmp_path / "results" / "tables" / "claims.md" in paths
+    row = _claim_row(tmp_path / "results" / "tables")
+    assert row["multiregion published split, as published: test acc [95% CI]"] == "not run"
+    assert row["verdict across multiregion splits"] == "not run"
+    rows = _csv(tmp_path / "results" / "tables" / "leak_splits.csv")
+    assert [r["fracbench test accuracy [95% CI]"] for r in rows if r["dataset"] == "multiregion"] == ["not run"] * 8
+    assert not [r for r in rows if r["dataset"] != "multiregion"]  # the leak demonstration is not a split row
+
+
+def test_cli_tables_several_folders(tree: tuple[Path, Path]) -> None:
+    fa, mr = tree
+    assert main(["tables", "--quiet", "--results", str(fa), "--results", str(mr)]) == 0
+    for folder in (fa, mr):
+        assert (folder / "tables" / "claims.md").exists() and (folder / "tables" / "leak_splits.md").exists()
+    cross = fa.parent / "tables"
+    assert _claim_row(cross)["verdict across multiregion splits"] == "reached only with train/test copies"
+    assert "multiregion" in (mr / "tables" / "leak_splits.md").read_text()
+    assert main(["tables", "--quiet", "--results", str(fa.parent / "nowhere")]) == 2
+
+
+def test_report_side_by_side(tree: tuple[Path, Path]) -> None:
+    fa, mr = tree
+    path = write_reports([fa, mr, fa.parent / "absent"])
+    assert path == fa.parent / "report.html"
+    page = path.read_text(encoding="utf-8")
+    assert "fracatlas, multiregion, absent side by side" in page
+    assert "Leak across splits: published split vs grouped split vs external test" in page
+    assert "reached only with train/test copies" in page
+    assert "not run: no records under <code>absent/runs</code>" in page
+    ids = re.findall(r'id="?([^" >]+)', page)
+    assert len(ids) == len(set(ids)), "element ids must be unique across the datasets' sections"
+    assert "<script" not in page.lower() and "http" not in page.lower()
+    # each dataset's own report still works
+    assert write_report(fa).read_text(encoding="utf-8").count("<h2 id=run>") == 1
