@@ -60,6 +60,12 @@ class Experiment:
     options: dict[str, Any] = field(default_factory=dict)  # the kind's own settings (not TrainConfig)
     datasets: tuple[str, ...] = ()  # the datasets it is made for ("" = any); see applies_to
 
+    @property
+    def on_run_manifest(self) -> bool:
+        """Whether it trains and tests on the run's own manifest (so its numbers share tables with the others'):
+        not when it fixes a dataset, picks a split mode, or tests on another dataset."""
+        return self.dataset is None and not self.options.get("split") and self.kind != "external"
+
     def applies_to(self, dataset: str) -> bool:
         """Whether ``run --all --dataset DATASET`` runs it: experiments made for named datasets run only there."""
         return not self.datasets or dataset in self.datasets

@@ -650,6 +650,20 @@ def _finish(cfg, protocol, model, device, state, val_loader, test_loader, test_c
                     extra={"experiment": record["experiment"], "dataset": record["dataset"],
                            "protocol": cfg.protocol, "test_auroc": metrics["test"].get("auroc"),
                            "val_auroc": (metrics.get("val") or {}).get("auroc")})
+    record["ood_reference"] = _attach_ood_reference(ckpt_dir / "best.safetensors", cache)
     R.write_config(out_dir, cfg.to_yaml())
     R.write_record(out_dir, record)
     return record
+
+
+def _attach_ood_reference(checkpoint: Path, cache: DecodedCache) -> str:
+    """Give the best checkpoint its out-of-distribution reference (fracbench.ood); say what happened."""
+    from fracbench.ood import attach_reference
+
+    if not len(cache.indices("val")):
+        return "none: no validation split to calibrate it on"
+    try:
+        ref = attach_reference(checkpoint, cache)
+    except (ValueError, RuntimeError) as exc:  # the model still works; predict says it has no reference
+        return f"none: {exc}"
+    return f"fitted on {ref['fit_images']} train images, threshold from {ref['calibration_images']} val images"

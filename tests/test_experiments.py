@@ -13,7 +13,7 @@ from fracbench.experiments import PROFILES, baselines_dir, load_experiment
 from fracbench.models import MODELS, create_model
 from fracbench.tables import CLAIMS_FILE, KNOWN_METRICS, load_experiments
 
-TABLES = ("table1", "table2", "table3", "hparam", "reference", "audit")
+TABLES = ("table1", "table2", "table3", "hparam", "reference", "audit", "anatomy")
 FILES = sorted(p for p in baselines_dir().glob("*.yaml") if p.name != CLAIMS_FILE)
 
 
@@ -33,6 +33,15 @@ def test_experiment_schema(path: Path) -> None:
     assert exp.protocol in PROTOCOLS
     assert exp.table in TABLES
     assert exp.citation.strip() and exp.title.strip()
+    # a split mode or a dataset an experiment names must exist (a typo would otherwise only fail at run time)
+    from fracbench.data import DATASETS
+
+    for name in exp.datasets:
+        assert name in DATASETS.list(), f"{path.name}: unknown dataset {name}"
+    split = exp.options.get("split")
+    if split:
+        assert exp.datasets and all(split in DATASETS.get(d).split_modes for d in exp.datasets), \
+            f"{path.name}: split mode {split!r} is not offered by {exp.datasets}"
     assert set(exp.profiles) == set(PROFILES), f"{path.name}: profiles must be {PROFILES}"
     full = exp.train_config("full", seed=0)
     for profile in PROFILES:

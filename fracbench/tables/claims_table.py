@@ -162,7 +162,7 @@ def claims_table(runs: Sequence[Run], experiments: Any, claims: Sequence[Claim |
     by_exp = _by_experiment(runs)
     claims = [c if isinstance(c, Claim) else Claim(**c) for c in claims]
     wanted = sorted({c.experiment for c in claims if c.experiment})
-    check_manifests(_used_runs(by_exp, [exps[n] for n in wanted if n in exps and exps[n].dataset is None]), "claims")
+    check_manifests(_used_runs(by_exp, [exps[n] for n in wanted if n in exps and exps[n].on_run_manifest]), "claims")
     columns = ["claim", "where", "quote", "paper", "fracbench", "fracbench balanced acc",
                "fracbench majority-class acc", "verdict", "reason"]
     rows = []

@@ -33,7 +33,7 @@ HEADLINE_TEST_CLAIM = "experiment_test_accuracy"  # "the test Accuracy was 0.998
 HEADLINE_TRAIN_CLAIM = "experiment_train_accuracy"  # "the training accuracy was 0.999"
 # Keys that change how a run executes, not what it computes; ignored when matching a record to a profile.
 _RUNTIME_KEYS = ("device", "amp", "channels_last", "compile", "seed")
-_TABLE_ORDER = ("table1", "table2", "table3", "hparam", "reference", "audit")
+_TABLE_ORDER = ("table1", "table2", "table3", "hparam", "reference", "anatomy", "audit")
 
 
 class MixedManifestError(ValueError):

@@ -54,7 +54,7 @@ def leaderboard(runs: Sequence[Run], experiments: Any) -> Table:
     runs, failed = _complete(runs)
     exps = _experiments(experiments)
     by_exp = _by_experiment(runs)
-    shared = [e for e in exps.values() if e.dataset is None]
+    shared = [e for e in exps.values() if e.on_run_manifest]
     check_manifests(_used_runs(by_exp, shared), "leaderboard")
     columns = ["experiment", "model", "protocol", "dataset", "profile", "seeds",
                *[f"fracbench {label}" for label, _ in _LEADER_METRICS], "fracbench majority-class accuracy",
