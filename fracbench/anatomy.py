@@ -178,6 +178,28 @@ def format_mix(prepared: Any, manifest: Manifest | None = None) -> dict[str, Any
     return out
 
 
+def exact_groups_by_split(prepared: Any, manifest: Manifest | None = None) -> dict[str, Any]:
+    """Byte-identical file groups that stay inside one split of ``manifest`` and those that span splits."""
+    manifest = manifest or prepared.manifest
+    split = {r.id: r.split for r in manifest.rows}
+    idx = prepared.index
+    by: dict[str, list[int]] = {}
+    for i in np.flatnonzero(idx.ok):
+        by.setdefault(idx.file_sha256[i], []).append(int(i))
+    within = across = 0
+    across_ids: list[list[str]] = []
+    for members in by.values():
+        if len(members) < 2:
+            continue
+        ids = [idx.records[i].id for i in members]
+        if len({split.get(i, "") for i in ids}) > 1:
+            across += 1
+            across_ids.append(sorted(ids))
+        else:
+            within += 1
+    return {"within_one_split": within, "across_splits": across, "across_split_groups": sorted(across_ids)}
+
+
 def dataset_anatomy(prepared: Any, overlap: Any | None = None) -> dict[str, Any]:
     """Copies across the splits of each split mode the dataset offers, the format mix, and (given
     ``overlap``, another prepared dataset) which of its images occur in this one."""
@@ -187,7 +209,8 @@ def dataset_anatomy(prepared: Any, overlap: Any | None = None) -> dict[str, Any]
         modes[mode] = {"manifest_sha256": m.fingerprint, "splits": {s: sum(r.split == s for r in m.rows)
                                                                    for s in ("train", "val", "test")},
                        **copy_shares(prepared, m), "nn_similarity": nn_similarity(prepared, m)}
-    out: dict[str, Any] = {"split_modes": modes, "formats": format_mix(prepared)}
+    out: dict[str, Any] = {"split_modes": modes, "formats": format_mix(prepared),
+                           "exact_file_groups": exact_groups_by_split(prepared)}
     if overlap is not None:
         ok = [int(i) for i in np.flatnonzero(overlap.index.ok)]
         shared = shared_images(overlap, prepared, ok)

@@ -483,6 +483,7 @@ def render_html(report: dict[str, Any], thumbnails: Mapping[int, str]) -> str:
         parts.append(f"<p>For comparison, fracbench’s own manifest of this dataset has "
                      f"{lk['fracbench_manifest_groups_crossing']} crossing groups.</p>")
 
+    parts.append(_anatomy_html(r.get("anatomy")))
     parts.append("<h2>Groups with conflicting labels</h2>")
     if r["conflicting_label_groups"]:
         parts.append("<table><tr><th>group</th><th>kind</th><th>images (label, split)</th></tr>")
@@ -530,6 +531,9 @@ def render_html(report: dict[str, Any], thumbnails: Mapping[int, str]) -> str:
                     what = f"same file as {m['match_of']}"
                 elif m["match"] == "pixels":
                     what = f"same pixels as {m['match_of']}"
+                elif m["match"] == "keypoints":
+                    what = (f"turned/zoomed/cropped copy of {m['match_of']}, {m['inliers']} keypoints agree, "
+                            f"pixel correlation {m['correlation']:.3f}")
                 else:
                     what = (f"{'near copy' if m['transform'] == 'identity' else m['transform']} of {m['match_of']}, "
                             f"diff {m['mean_abs_diff']:.2f}")
@@ -539,6 +543,32 @@ def render_html(report: dict[str, Any], thumbnails: Mapping[int, str]) -> str:
         parts.append("</div></div>")
     parts.append("<p><small>fracbench audit; research software, not a medical device.</small></p></body></html>\n")
     return "".join(parts)
+
+
+def _anatomy_html(an: dict[str, Any] | None) -> str:
+    """Copies across the splits of each split mode, the file formats and the cross-dataset overlap."""
+    if not an:
+        return ""
+    out = ["<h2>Copies across splits, by split mode</h2><table><tr><th>split mode</th><th>train / val / test</th>"
+           "<th>test images with an exact copy in train</th><th>with an exact or near copy</th>"
+           "<th>nearest-train similarity (median)</th></tr>"]
+    for mode, m in an["split_modes"].items():
+        nn = m["nn_similarity"]["median"]
+        out.append(f"<tr><td>{_e(mode)}</td><td>{' / '.join(str(m['splits'][s]) for s in SPLITS)}</td>"
+                   f"<td class=n>{m['test_exact_in_train']} of {m['test_images']} ({_pct(m['test_exact_in_train_share'])})"
+                   f"</td><td class=n>{m['test_near_in_train']} ({_pct(m['test_near_in_train_share'])})</td>"
+                   f"<td class=n>{'—' if nn is None else f'{nn:.3f}'}</td></tr>")
+    out.append("</table><h3>File formats (the tutorial divides by its .jpg count)</h3><table><tr><th>split</th>"
+               "<th>files by suffix</th><th>images</th><th>.jpg count</th></tr>")
+    for split, f in an["formats"].items():
+        out.append(f"<tr><td>{_e(split)}</td><td>{_e(', '.join(f'{k} {v}' for k, v in f['by_suffix'].items()))}</td>"
+                   f"<td class=n>{f['images']}</td><td class=n>{f['tutorial_jpg_count']}</td></tr>")
+    out.append("</table>")
+    ov = an.get("overlap")
+    if ov:
+        out.append(f"<p>Images of {_e(ov['dataset'])} that also occur here, found by content: {ov['shared']} of "
+                   f"{ov['images']} ({ov['shared_exact']} exact, {ov['shared_near']} near copies).</p>")
+    return "".join(out)
 
 
 def print_audit(report: dict[str, Any]) -> None:
@@ -576,6 +606,8 @@ def print_audit(report: dict[str, Any]) -> None:
         ex_f = next(f for f in fl["metadata"] if f["kind"] == kind)
         t.add_row(f"metadata: {kind}", str(n), f"{ex_f['path']}: {ex_f['detail']}")
     console.print(t)
+    if r.get("anatomy"):
+        print_anatomy(r["anatomy"])
     cb = r["class_balance"]
     t = Table("split / body part", "fractured", "not fractured", "fractured share", "majority-class acc.",
               title="Class balance")
@@ -583,6 +615,36 @@ def print_audit(report: dict[str, Any]) -> None:
         t.add_row(k, str(b["fractured"]), str(b["not_fractured"]), _pct(b["fractured_share"]),
                   _pct(b["majority_accuracy"]))
     console.print(t)
+
+
+def print_anatomy(an: dict[str, Any]) -> None:
+    """Copies across the splits of each split mode, the format mix and the cross-dataset overlap."""
+    from rich.table import Table
+
+    from fracbench.progress import console
+
+    t = Table("split mode", "train / val / test", "test with an exact copy in train", "exact or near copy in train",
+              "nearest-train similarity (median)", title="Copies across splits")
+    for mode, m in an["split_modes"].items():
+        nn = m["nn_similarity"]["median"]
+        t.add_row(mode, " / ".join(str(m["splits"][s]) for s in SPLITS),
+                  f"{m['test_exact_in_train']} of {m['test_images']} ({_pct(m['test_exact_in_train_share'])})",
+                  f"{m['test_near_in_train']} ({_pct(m['test_near_in_train_share'])})",
+                  "—" if nn is None else f"{nn:.3f}")
+    console.print(t)
+    eg = an.get("exact_file_groups")
+    if eg:
+        console.print(f"byte-identical file groups: {eg['within_one_split']} within one split, "
+                      f"{eg['across_splits']} across splits")
+    t = Table("split", "files by suffix", "images", "the tutorial's .jpg count", "accuracy scale", title="File formats")
+    for split, f in an["formats"].items():
+        t.add_row(split, ", ".join(f"{k} {v}" for k, v in f["by_suffix"].items()), str(f["images"]),
+                  str(f["tutorial_jpg_count"]), "—" if f["accuracy_scale"] is None else f"x{f['accuracy_scale']:.3f}")
+    console.print(t)
+    ov = an.get("overlap")
+    if ov:
+        console.print(f"images of {ov['dataset']} that also occur here (by content): {ov['shared']} of {ov['images']} "
+                      f"({ov['shared_exact']} exact, {ov['shared_near']} near copies)")
 
 
 def load_report(path: str | Path) -> dict[str, Any]:

@@ -135,6 +135,20 @@ def _print_summary(s: dict) -> None:
     t.add_row("duplicate groups", str(s["duplicate_group_count"]), f"{s['duplicate_images']} images in them")
     t.add_row("groups with conflicting labels", str(len(s["conflicting_label_groups"])),
               "; ".join(",".join(g["ids"]) for g in s["conflicting_label_groups"][:3]))
+    eg = s.get("exact_file_groups")
+    if eg:
+        t.add_row("byte-identical groups across splits", str(eg["across_splits"]),
+                  f"{eg['within_one_split']} more within one split")
+    out.print(t)
+    t = Table("split mode", "test images", "with an exact copy in train", "with an exact or near copy in train",
+              title=f"Copies across splits (this manifest: {s.get('split_mode', '?')})")
+    for mode, c in (s.get("split_modes") or {}).items():
+        t.add_row(mode, str(c["test_images"]), str(c["test_exact_in_train"]), str(c["test_near_in_train"]))
+    out.print(t)
+    t = Table("split", "files by suffix", "images", "the tutorial's .jpg count", title="File formats")
+    for split, f in (s.get("formats") or {}).items():
+        t.add_row(split, ", ".join(f"{k} {v}" for k, v in f["by_suffix"].items()), str(f["images"]),
+                  str(f["tutorial_jpg_count"]))
     out.print(t)
 
 
@@ -478,6 +492,9 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for the local network)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--allow-pickle", action="store_true", help="accept .pt/.pth checkpoints you trust")
+    p.add_argument("--lookup-data", metavar="DATASET[:PATH]",
+                   help="answer 'is this image in the training set?' against this dataset's exact and near-copy "
+                        "index (e.g. multiregion:~/data/multiregion)")
 
 
 @command("demo", "web demo: upload an X-ray, see P(fracture), the decision and Grad-CAM", _configure_demo)
@@ -486,7 +503,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     launch(args.checkpoint, share=args.share, auth=args.auth, host=args.host, port=args.port,
            results=args.results, allow_pickle=args.allow_pickle, progress=not args.quiet,
-           echo=lambda line: console.print(line, markup=False, highlight=False))
+           lookup_data=args.lookup_data, echo=lambda line: console.print(line, markup=False, highlight=False))
     return 0
 
 
@@ -497,6 +514,8 @@ def _configure_audit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", help="check this split (a fracbench manifest CSV, e.g. a naive random split) for "
                    "leaks instead of fracbench's own")
     p.add_argument("--split-seed", type=int, default=0, help="seed of fracbench's own split")
+    p.add_argument("--overlap-with", metavar="DATASET[=PATH]",
+                   help="also report which images of this other dataset occur here, by content (e.g. fracatlas=PATH)")
     p.add_argument("--out", help="folder for audit.json and audit.html (default: results/adhoc/<dataset>/audit/, "
                    "outside the committed results)")
     p.add_argument("--json", action="store_true", help="also print the JSON report")
@@ -514,8 +533,12 @@ def _audit(args: argparse.Namespace) -> int:
 
     prepared = prepare(args.dataset, args.data_dir, seed=args.split_seed, progress=not args.quiet)
     manifest = Manifest.read(args.manifest, prepared.name, prepared.dataset.root) if args.manifest else None
+    other = None
+    if args.overlap_with:
+        name, _, path = args.overlap_with.partition("=")
+        other = prepare(name, path or None, progress=not args.quiet)
     squares, thumbs = decode_group_images(prepared)
-    report = audit(prepared, manifest, pixels=squares)
+    report = audit(prepared, manifest, pixels=squares, overlap=other)
     out = Path(args.out) if args.out else adhoc_dir(prepared.name) / "audit"
     paths = write_audit(report, out, thumbs)
     if args.json:
@@ -669,6 +692,52 @@ def _localise(args: argparse.Namespace) -> int:
             o = out[name]
             console.print(f"{name}: {o['hits']}/{o['n']} heatmap peaks inside a true box (rate {o['rate']:.3f})")
     console.print(f"wrote {path}")
+    return 0
+
+
+# ---------------------------------------------------------------- out-of-distribution guard
+def _configure_ood(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["attach", "eval"],
+                   help="attach: fit the checkpoint's reference on a dataset's train split (threshold from val) and "
+                        "write it into its sidecar; eval: how well it separates the test split from non-radiographs")
+    p.add_argument("checkpoint", help="a fracbench checkpoint (.safetensors)")
+    p.add_argument("--dataset", default="fracatlas", help="the dataset the checkpoint was trained on")
+    p.add_argument("--data-dir", help="dataset folder")
+    p.add_argument("--manifest", help="the manifest the checkpoint was trained on (default: fracbench's split)")
+    p.add_argument("--out", default=None, help="eval: output folder (default: results/ood)")
+
+
+@command("ood", "out-of-distribution guard: attach a checkpoint's reference, or evaluate it", _configure_ood)
+def _ood(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fracbench.data import prepare
+    from fracbench.data.manifest import Manifest
+    from fracbench.paths import default_results_dir
+
+    prepared = prepare(args.dataset, args.data_dir, progress=not args.quiet)
+    manifest = Manifest.read(args.manifest, prepared.name, prepared.dataset.root) if args.manifest \
+        else prepared.manifest
+    if args.action == "attach":
+        from fracbench.checkpoint import load_checkpoint
+        from fracbench.data.cache import build_cache
+        from fracbench.ood import attach_reference
+
+        ck = load_checkpoint(args.checkpoint)
+        ref = attach_reference(ck.path, build_cache(manifest, ck.image_size, progress=not args.quiet))
+        print_result(f"{ck.path.with_suffix('.json')}: OOD reference from {ref['fit_images']} train images, "
+                     f"threshold {ref['threshold']:.4g} (95th percentile of {ref['calibration_images']} val images)")
+        return 0
+    from fracbench.ood_eval import evaluate
+
+    out = Path(args.out) if args.out else default_results_dir() / "ood"
+    if not args.manifest:
+        path = out / f"{prepared.name}-manifest.csv"
+        manifest.write(path)
+    else:
+        path = Path(args.manifest)
+    res = evaluate(args.checkpoint, prepared.name, path, prepared.dataset.root, out_dir=out, progress=not args.quiet)
+    print_result(f"Wrote {out / 'ood_eval.json'} (AUROC {res.get('auroc', float('nan')):.3f})")
     return 0
 
 

@@ -90,6 +90,7 @@ class Lookup:
     phash: np.ndarray  # (N, 8) uint64
     thumbs: np.ndarray  # (N, 32, 32) uint8
     matchers: list[Matcher] = field(default_factory=list)
+    mids: np.ndarray | None = None  # (N, 128, 128) uint8: the keypoint check's squares (fracbench.data.nearcopy)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -170,8 +171,38 @@ class PerceptualMatcher:
         return out
 
 
+@dataclass
+class KeypointMatcher:
+    """Copies turned by a few degrees, zoomed or cropped (fracbench.data.nearcopy's rules): the most similar
+    indexed images by descriptor, each confirmed by keypoints and pixel correlation."""
+
+    k: int = 5  # candidates checked per query
+    name: str = "keypoints"
+    _base: np.ndarray | None = field(default=None, repr=False)
+
+    def match(self, query: Query, lookup: Lookup) -> list[Match]:
+        from fracbench.data import nearcopy as N
+
+        if lookup.mids is None or not len(lookup):
+            return []
+        if self._base is None or len(self._base) != len(lookup):
+            self._base = np.stack([N.descriptor(m) for m in lookup.mids])
+        qm = N.mid_image(query.pixels)
+        idx, sim, var = N.nearest(N.descriptor_variants(qm)[None], self._base, k=self.k)
+        check = N.Matcher(qm[None], lookup.mids)
+        out = []
+        for c in range(idx.shape[1]):
+            if sim[0, c] < N.MIN_SIMILARITY:
+                continue
+            chk = check.check(0, int(idx[0, c]), int(var[0, c]) // len(N.ANGLES))
+            if chk.confirmed:
+                out.append(lookup.match_of(int(idx[0, c]), "near duplicate",
+                                           transform=f"turned/zoomed/cropped (pixel correlation {chk.ncc:.3f})"))
+        return out
+
+
 def default_matchers() -> list[Matcher]:
-    return [ExactMatcher(), PerceptualMatcher()]
+    return [ExactMatcher(), PerceptualMatcher(), KeypointMatcher()]
 
 
 def build_lookup(prepared, matchers: Sequence[Matcher] | None = None) -> Lookup:
@@ -197,6 +228,7 @@ def build_lookup(prepared, matchers: Sequence[Matcher] | None = None) -> Lookup:
         phash=index.phash[k] if len(k) else np.zeros((0, 8), np.uint64),
         thumbs=index.thumbs[k] if len(k) else np.zeros((0, 32, 32), np.uint8),
         matchers=list(matchers) if matchers is not None else default_matchers(),
+        mids=index.mids[k] if len(k) else None,
     )
 
 

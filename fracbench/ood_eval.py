@@ -172,6 +172,16 @@ def _pixel_distances(ck: Any, images: list[np.ndarray], batch: int = 64) -> np.n
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def _portable(path: str | os.PathLike[str]) -> str:
+    from fracbench.paths import REPO_ROOT
+
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return p.name
+
+
 def evaluate(checkpoint: str | os.PathLike[str], dataset: str, manifest: str | os.PathLike[str],
              data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] = "results/ood",
              per_family: int = 40, seed: int = 0, progress: bool = True) -> dict[str, Any]:
@@ -215,10 +225,10 @@ def evaluate(checkpoint: str | os.PathLike[str], dataset: str, manifest: str | o
                      "median_distance": float(np.median(d))}
     k_all = int((all_probe > thr).sum())
     result = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": _portable(checkpoint),  # relative to the repository when inside it: no local paths
         "model": ck.meta["model"],
         "dataset": dataset,
-        "manifest": str(manifest),
+        "manifest": _portable(manifest),
         "manifest_sha256": man.fingerprint,
         "reference_source": source,
         "reference": {k: ref.get(k) for k in ("method", "layer", "pool", "dim_in", "fit_images", "calibration_images",

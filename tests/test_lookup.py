@@ -96,3 +96,24 @@ def test_parse_spec() -> None:
     assert parse_spec("imagefolder:/data/x") == ("imagefolder", "/data/x")
     with pytest.raises(ValueError, match="DATASET"):
         parse_spec("imagefolder:")
+
+
+def test_a_copy_turned_a_few_degrees_and_zoomed_is_found_by_the_keypoint_matcher(tmp_path: Path) -> None:
+    import sys
+
+    pytest.importorskip("cv2")
+    sys.path.insert(0, str(Path(__file__).parent / "data"))
+    from test_nearcopy import radiograph, turned
+
+    for cls in ("fractured", "not fractured"):
+        (tmp_path / cls).mkdir()
+    for k in range(6):
+        Image.fromarray(radiograph(40 + k)).save(tmp_path / ("fractured" if k % 2 else "not fractured") / f"r{k}.png")
+    lookup = build_lookup(prepare("imagefolder", tmp_path, progress=False))
+    query = turned(radiograph(43), 8, 1.1)  # r3, as public sets copy it: turned, zoomed, cropped
+    matches = lookup.query(query)
+    assert [(m.id, m.kind) for m in matches] == [("fractured/r3", "near duplicate")]
+    assert matches[0].transform.startswith("turned/zoomed/cropped")
+    # without the keypoint matcher the 90-degree/flip hash does not see it
+    lookup.matchers = [m for m in lookup.matchers if m.name != "keypoints"]
+    assert lookup.query(query) == []

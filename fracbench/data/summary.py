@@ -31,6 +31,12 @@ def summarize(p: Prepared) -> dict[str, Any]:
             "conflicting_labels": len(labels) > 1,
         })
     faults_by_kind = Counter(f.kind for f in p.faults)
+    from fracbench.anatomy import copy_shares, exact_groups_by_split, format_mix
+
+    modes = {}
+    for mode in p.dataset.split_modes:
+        m_ = p.manifest_for(mode) if mode != p.split_mode else m
+        modes[mode] = {"manifest_sha256": m_.fingerprint, **copy_shares(p, m_)}
     return {
         "dataset": p.name,
         "root": str(p.dataset.root),
@@ -45,4 +51,9 @@ def summarize(p: Prepared) -> dict[str, Any]:
         "duplicate_group_count": len(groups),
         "duplicate_images": sum(len(g["ids"]) for g in groups),
         "conflicting_label_groups": [g for g in groups if g["conflicting_labels"]],
+        "near_duplicate_groups": sum(g["kind"] == "near" for g in groups),
+        "split_mode": p.split_mode,
+        "split_modes": modes,  # test images with an exact / exact-or-near copy in train, per split mode
+        "exact_file_groups": exact_groups_by_split(p),
+        "formats": format_mix(p),  # file types per split and the tutorial's .jpg count
     }
