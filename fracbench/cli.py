@@ -682,12 +682,13 @@ def _localise(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(2024)
         size = max(ck.image_size, 224)
         cases = [render_case(rng, size, True, 1.0) for _ in range(args.synthetic)]
-        out["synthetic"] = {**pointing_game(ck, cases), "images": f"{args.synthetic} rendered fractured images"}
+        # its own key: with --dataset synthetic the dataset's entry must not be overwritten
+        out["rendered"] = {**pointing_game(ck, cases), "images": f"{args.synthetic} rendered fractured images"}
     path = ck.path.with_name("pointing_game.json")
     atomic_write_json(path, out)
     meta = dict(ck.meta, pointing_game=out[args.dataset])
     atomic_write_json(ck.path.with_suffix(".json"), meta)
-    for name in (args.dataset, "synthetic"):
+    for name in (args.dataset, "rendered"):
         if name in out:
             o = out[name]
             console.print(f"{name}: {o['hits']}/{o['n']} heatmap peaks inside a true box (rate {o['rate']:.3f})")

@@ -330,6 +330,18 @@ def run_record(path: str | os.PathLike[str], meta: dict[str, Any] | None = None)
     return None
 
 
+def leaky_checkpoint(path: str | os.PathLike[str], meta: dict[str, Any]) -> bool:
+    """Whether the checkpoint comes from a split whose evaluation images have copies in its training images:
+    the leak demo (a derived dataset, by the sidecar or the record's kind) or a record whose test images
+    have an exact or near copy in train (``record["leak"]``)."""
+    if "+" in str(meta.get("dataset", "")):
+        return True
+    rec = run_record(path, meta) or {}
+    if rec.get("kind") == "leak_demo" or "+" in str(rec.get("dataset", "")):
+        return True
+    return bool((rec.get("leak") or {}).get("test_near_in_train"))
+
+
 def val_auroc(path: str | os.PathLike[str], meta: dict[str, Any]) -> float:
     """Validation AUROC from the sidecar, else from the run record's metrics.val.auroc; nan if neither."""
     value = meta.get("val_auroc")
@@ -351,9 +363,9 @@ def best_checkpoint(results_dir: str | os.PathLike[str]) -> Path | None:
 
     When no checkpoint has a validation AUROC, the most recently written one; None when there is none.
     """
-    # a derived dataset (e.g. the leak demo's rotated copies, "fracatlas+4copies") has a leaked
-    # validation split by design: its AUROC must never win the demo's choice
-    found = [(p, m) for p, m in find_checkpoints(results_dir) if "+" not in str(m.get("dataset", ""))]
+    # a derived dataset (e.g. the leak demo's rotated copies, "fracatlas+4copies") or a split with copies
+    # across it (multiregion's published split) has a leaked validation split: its AUROC must never win
+    found = [(p, m) for p, m in find_checkpoints(results_dir) if not leaky_checkpoint(p, m)]
     if not found:
         return None
     scored = [(val_auroc(p, m), p) for p, m in found]

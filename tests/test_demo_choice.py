@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 from fracbench.checkpoint import save_checkpoint
@@ -53,10 +52,21 @@ def test_only_leak_demo_checkpoints_means_none(tmp_path: Path) -> None:
     assert best_checkpoint(tmp_path) is None  # the demo then trains its own small model and says so
 
 
-@pytest.mark.xfail(strict=True, reason="best_checkpoint filters on the sidecar's dataset only; a leak-demo "
-                                       "checkpoint whose sidecar lacks it (older or hand-exported) is chosen "
-                                       "although its record says kind leak_demo (reported to the predict owner)")
 def test_a_leak_demo_record_without_a_sidecar_dataset_is_not_chosen(tmp_path: Path) -> None:
     honest = _run(tmp_path, "paper_cnn_honest", "synthetic", 0.70)
     _run(tmp_path, "leak_demo__naive_honest", "synthetic+4copies", 0.99, kind="leak_demo", sidecar_dataset=False)
     assert best_checkpoint(tmp_path) == honest
+
+
+def test_a_split_with_copies_across_it_is_never_chosen(tmp_path: Path) -> None:
+    """multiregion's published split: val and test hold copies of training images, so its val AUROC leaks."""
+    honest = _run(tmp_path, "multiregion_grouped_honest", "multiregion", 0.70)
+    leaky = _run(tmp_path, "multiregion_published_honest", "multiregion", 0.99)
+    rec_path = leaky.parent.parent / "record.json"
+    rec = json.loads(rec_path.read_text())
+    rec["leak"] = {"split": "published", "test_near_in_train": 400, "test_images": 496}
+    rec_path.write_text(json.dumps(rec))
+    assert best_checkpoint(tmp_path) == honest
+    rec["leak"]["test_near_in_train"] = 0  # the same record without copies would win on its val AUROC
+    rec_path.write_text(json.dumps(rec))
+    assert best_checkpoint(tmp_path) == leaky

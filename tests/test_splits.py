@@ -120,6 +120,24 @@ def test_judge_splits_three_cases() -> None:
             "not reached on any split"} <= set(SPLIT_VERDICTS)
 
 
+def test_judge_splits_on_the_test_images_that_have_a_copy_in_train() -> None:
+    paper = 0.998
+    whole, honest = _ev(0.91, 0.88, 0.93), _ev(0.72, 0.69, 0.74)
+    v = judge_splits(paper, whole, [("grouped split, honest", honest)], copies=_ev(0.999, 0.99, 1.0, n=400))
+    assert v.verdict == "reached only on test images with a copy in train"
+    assert "test images with a copy in train 0.9990" in v.reason
+    # copies that fall short leave the verdict as it was, with their number in the reason
+    v = judge_splits(paper, whole, [("grouped split, honest", honest)], copies=_ev(0.988, 0.971, 0.995, n=400))
+    assert v.verdict == "not reached on any split" and "0.9880 [0.9710, 0.9950]" in v.reason
+    # too few copied test images say nothing
+    v = judge_splits(paper, whole, [("grouped split, honest", honest)], copies=_ev(1.0, 0.99, 1.0, n=40))
+    assert v.verdict == "not reached on any split"
+    # a grouped split that reaches it wins over the copies
+    v = judge_splits(paper, whole, [("grouped split, honest", _ev(0.999, 0.997, 1.0))],
+                     copies=_ev(1.0, 0.99, 1.0, n=400))
+    assert v.verdict == "reached without copies"
+
+
 def test_reaches_is_inside_or_below_the_interval() -> None:
     assert reaches(0.998, _ev(0.9995, 0.999, 1.0)) is True  # the run does better than the claim
     assert reaches(0.998, _ev(0.997, 0.996, 0.998)) is True  # the upper bound itself
@@ -283,3 +301,44 @@ def test_report_side_by_side(tree: tuple[Path, Path]) -> None:
     assert "<script" not in page.lower() and "http" not in page.lower()
     # each dataset's own report still works
     assert write_report(fa).read_text(encoding="utf-8").count("<h2 id=run>") == 1
+
+
+def test_published_accuracy_is_split_into_test_images_with_and_without_a_copy_in_train(tmp_path: Path) -> None:
+    """The indented rows: from the record's own manifest (found by fingerprint) and predictions.csv."""
+    import hashlib
+
+    from fracbench.tables.splits import copy_subsets, leak_splits_table
+
+    results = tmp_path / "multiregion"
+    d = split_run(results, "multiregion_published_as_published", "published", "as_published", 0.8, n=300)
+    # a manifest: img0..img199 share a duplicate group with a train image, img200..299 do not
+    lines = ["id,path,label,group,part,split,sha256"]
+    for i in range(300):
+        group = f"g{i % 50}" if i < 200 else f"solo{i}"
+        lines.append(f"img{i},test/x{i}.png,{i % 2},{group},,test,{i:064x}")
+    for k in range(50):
+        lines.append(f"tr{k},train/t{k}.png,{k % 2},g{k},,train,{k:064x}")
+    lines.append("v0,train/v0.png,0,other,,val," + "f" * 64)
+    data = ("\n".join(lines) + "\n").encode()
+    (results / "manifests").mkdir(parents=True)
+    (results / "manifests" / "multiregion.csv").write_bytes(data)
+    rec = R.read_record(d)
+    rec["manifest_sha256"] = hashlib.sha256(data).hexdigest()
+    rec.pop("schema_version")
+    R.write_record(d, rec)
+    preds = [p for p in R.read_predictions(d) if p["split"] == "test"]
+    right = {p["id"]: int(p["score"] >= 0.5) == p["label"] for p in preds}
+    want_with = sum(right[f"img{i}"] for i in range(200)) / 200
+    want_without = sum(right[f"img{i}"] for i in range(200, 300)) / 100
+    run = next(r for r in load_runs(results) if r.experiment == "multiregion_published_as_published")
+    sub = copy_subsets(run)
+    assert sub["with a copy in train"]["n"] == 200 and sub["without a copy in train"]["n"] == 100
+    assert sub["with a copy in train"]["accuracy"] == pytest.approx(want_with)
+    assert sub["without a copy in train"]["accuracy"] == pytest.approx(want_without)
+    t = leak_splits_table({"multiregion": load_runs(results)})
+    rows = {r[1].strip(): r for r in t.rows}
+    assert rows["published split, test images with a copy in train"][9].startswith(f"{want_with:.3f} [")
+    assert rows["published split, test images without a copy in train"][5] == "100"
+    # a record whose manifest is not in the results folder gets no such rows (nothing to recompute from)
+    (results / "manifests" / "multiregion.csv").unlink()
+    assert copy_subsets(run) is None

@@ -61,6 +61,7 @@ VERDICTS: dict[str, tuple[str, ...]] = {
 # what the published split, the grouped split (no copy across train/test) and their difference say about
 # a headline accuracy claim of the paper (judge_splits)
 SPLIT_VERDICTS: tuple[str, ...] = ("reached only with train/test copies", "reached without copies",
+                                   "reached only on test images with a copy in train",
                                    "not reached on any split", "no evidence", "not run")
 
 
@@ -203,7 +204,8 @@ def _shown(label: str, paper: float, ev: Evidence) -> str:
             f"{ev.balanced:.3f}, majority-class {ev.majority:.3f})")
 
 
-def judge_splits(paper: float, published: Evidence, grouped: Sequence[tuple[str, Evidence]]) -> Verdict:
+def judge_splits(paper: float, published: Evidence, grouped: Sequence[tuple[str, Evidence]],
+                 copies: Evidence | None = None) -> Verdict:
     """Does a headline accuracy claim need train/test copies? Pure rule over the splits' evidence.
 
     ``published``: the release's own split, scored as the paper scores (copies of test images sit in
@@ -213,6 +215,8 @@ def judge_splits(paper: float, published: Evidence, grouped: Sequence[tuple[str,
     - "reached without copies": some grouped split reaches it;
     - "reached only with train/test copies": the published split reaches it and no grouped split does
       (each grouped one usable);
+    - "reached only on test images with a copy in train": neither does, but ``copies`` (the published
+      split's test images that have an exact or near copy in train) does: a test set made of copies;
     - "not reached on any split": neither does (the grouped ones that were run);
     - "no evidence": a split needed for the answer has too few images or no interval;
     - "not run": the published split was not run.
@@ -242,4 +246,11 @@ def judge_splits(paper: float, published: Evidence, grouped: Sequence[tuple[str,
                        f" {text}")
     missing = "" if ran else " (no grouped split was run)"
     missing += f" ({'; '.join(unusable)})" if unusable else ""
+    if copies is not None and copies.value is not None and not _usable(copies):
+        shown = _shown("published split's test images with a copy in train", paper, copies)
+        if reaches(paper, copies):
+            return Verdict("split", "reached only on test images with a copy in train",
+                           f"no whole split reaches it{missing}, its test images that have a copy in train do: "
+                           f"{shown}; {text}")
+        text = f"{text}; {shown}"
     return Verdict("split", "not reached on any split", f"no split that was run reaches it{missing}: {text}")

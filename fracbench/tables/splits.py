@@ -122,6 +122,88 @@ def _effect(a: Sequence[Run], b: Sequence[Run], metric: str) -> str:
     return independent_effect(va, ca, vb, cb, n).cell()
 
 
+def copy_subsets(r: Run) -> dict[str, dict[str, Any]] | None:
+    """Accuracy of one record on its test images that have an exact or near copy in train, and on the rest.
+
+    Which test images have a copy comes from the record's own manifest (results/<ds>/manifests/*.csv,
+    found by its fingerprint): a test row whose duplicate group also has train rows. Scores come from
+    the record's predictions.csv at the record's threshold, so the numbers recompute from committed files.
+    None when the manifest or the predictions are not there.
+    """
+    import csv
+    import hashlib
+
+    from fracbench import results as R
+    from fracbench.tables.claims import wilson_ci
+
+    want = r.record.get("manifest_sha256")
+    folder = r.dir.parent.parent.parent / "manifests"
+    rows = None
+    for path in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() == want:
+            rows = list(csv.DictReader(data.decode("utf-8").splitlines()))
+            break
+    if rows is None or not (r.dir / R.PREDICTIONS).exists():
+        return None
+    train_groups = {row["group"] for row in rows if row["split"] == "train"}
+    copied = {row["id"] for row in rows if row["split"] == "test" and row["group"] in train_groups}
+    threshold = float(r.record.get("threshold", 0.5))
+    out: dict[str, dict[str, Any]] = {}
+    preds = [p for p in R.read_predictions(r.dir) if p["split"] == "test"]
+    for name, keep in (("with a copy in train", True), ("without a copy in train", False)):
+        sub = [p for p in preds if (p["id"] in copied) is keep]
+        correct = sum(int(p["score"] >= threshold) == p["label"] for p in sub)
+        per_class = [[int(p["score"] >= threshold) == p["label"] for p in sub if p["label"] == c] for c in (0, 1)]
+        pos = sum(p["label"] for p in sub)
+        out[name] = {"n": len(sub), "correct": correct, "accuracy": correct / len(sub) if sub else None,
+                     "accuracy_ci95": wilson_ci(correct, len(sub)) if sub else None,
+                     "balanced_accuracy": (sum(sum(k) / len(k) for k in per_class) / 2
+                                           if all(per_class) else None),
+                     "majority_accuracy": max(pos, len(sub) - pos) / len(sub) if sub else None}
+    return out
+
+
+def copies_evidence(runs: Sequence[Run]) -> Evidence | None:
+    """The published split's accuracy on its test images with a copy in train, as claim evidence (one seed:
+    its Wilson CI; several: the mean and the envelope); None when it cannot be recomputed."""
+    subs = [copy_subsets(r) for r in runs]
+    if not runs or any(s is None for s in subs):
+        return None
+    cells = [s["with a copy in train"] for s in subs]
+    if any(c["accuracy"] is None for c in cells):
+        return None
+    bal = [c["balanced_accuracy"] for c in cells]
+    return Evidence(statistics.fmean(c["accuracy"] for c in cells),
+                    (min(c["accuracy_ci95"][0] for c in cells), max(c["accuracy_ci95"][1] for c in cells)),
+                    "95% Wilson CI", min(c["n"] for c in cells),
+                    statistics.fmean(bal) if all(b is not None for b in bal) else None,
+                    statistics.fmean(c["majority_accuracy"] for c in cells))
+
+
+def _subset_rows(label: str, protocol: str, rs: Sequence[Run], n_columns: int) -> list[list[str]]:
+    """Rows under a published-split row: its accuracy on test images with and without a copy in train."""
+    subsets = [copy_subsets(r) for r in rs]
+    if not rs or any(s is None for s in subsets):
+        return []
+    out = []
+    for name in ("with a copy in train", "without a copy in train"):
+        cells = []
+        for s in subsets:
+            c = s[name]
+            if c["accuracy"] is None:
+                cells.append("no test images")
+            else:
+                lo, hi = c["accuracy_ci95"]
+                cells.append(f"{c['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]" + (" (no evidence: fewer than 100 images)"
+                                                                          if c["n"] < 100 else ""))
+        row = [label, f"  published split, test images {name}", protocol.replace("_", " "), DASH,
+               ", ".join(str(r.seed) for r in rs), ", ".join(str(s[name]["n"]) for s in subsets), DASH, DASH, DASH,
+               "; ".join(cells)]
+        out.append(row + [DASH] * (n_columns - len(row)))
+    return out
+
+
 def leak_splits_table(runs_by_dataset: Mapping[str, Sequence[Run]], *, expect: Sequence[str] = ()) -> Table:
     """Per dataset: published vs grouped split vs external test, with copy shares and effects.
 
@@ -155,6 +237,8 @@ def leak_splits_table(runs_by_dataset: Mapping[str, Sequence[Run]], *, expect: S
                          _copies(infos, "test_exact_in_train"), _copies(infos, "test_near_in_train"),
                          _split_value(sims, 3), *(_ci_cell(rs, m) for m in _METRICS),
                          _split_value([r.test.get("majority_accuracy") for r in rs], 3)])
+            if split == "published":
+                rows += _subset_rows(label, protocol, rs, len(columns))
             ext = next((r.record.get("external") for r in rs if isinstance(r.record.get("external"), dict)), None)
             if ext:
                 notes.append(f"{label}, {name}: test images from {ext.get('dataset', '?')} (manifest "
@@ -174,6 +258,9 @@ def leak_splits_table(runs_by_dataset: Mapping[str, Sequence[Run]], *, expect: S
              "chosen on test; honest: the validation threshold, checkpoint chosen on validation AUROC); the "
              "tutorial's .jpg denominator is left out here (protocol table). Several seeds: mean over seeds with "
              "the envelope of the seeds' 95% bootstrap CIs.",
+             "Indented rows: the published-split record's accuracy on its test images that have an exact or near copy "
+             "in train and on those that do not (from the record's manifest and predictions.csv at its threshold; "
+             "Wilson 95% CI). A test set made of copies scores what the first row scores.",
              "Differences (a − b, in points): the rows have different test sets, so no paired bootstrap; the "
              "difference of the two independent estimates with a normal-approximation 95% CI, each standard error "
              "read off its row's 95% CI as (hi − lo) / 3.92. 'no evidence' when that CI includes zero or a test "
@@ -219,6 +306,7 @@ def split_claims_table(runs: Sequence[Run], split_runs: Sequence[Run], experimen
     by_split = {(s, p): _split_runs(done, s, p) for _, s, p in _CLAIM_SPLITS}
     names = {(s, p): n for s, p, n in SPLIT_ROWS}
     evidence = [(label, split_evidence(by_split[(s, p)], names[(s, p)])) for label, s, p in _CLAIM_SPLITS]
+    copies = copies_evidence(by_split[("published", "as_published")])
     where = f" on {dataset}" if dataset else ""
     columns = [f"{c}{where}" if c.startswith("fracbench") else c for c in base.columns]
     columns[columns.index("verdict")] = f"verdict{where}"
@@ -233,7 +321,7 @@ def split_claims_table(runs: Sequence[Run], split_runs: Sequence[Run], experimen
         if c is None:
             rows.append([*row, DASH, DASH, DASH, DASH, DASH])
             continue
-        v = judge_splits(float(c.value), evidence[0][1], evidence[1:])
+        v = judge_splits(float(c.value), evidence[0][1], evidence[1:], copies)
         counts[v.verdict] = counts.get(v.verdict, 0) + 1
         rows.append([*row, *(_evidence_cell(ev) for _, ev in evidence), v.verdict, v.reason])
     summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
@@ -245,7 +333,9 @@ def split_claims_table(runs: Sequence[Run], split_runs: Sequence[Run], experimen
              "it (the split does at least as well), with at least 100 test images and its balanced and "
              "majority-class accuracy known.",
              "reached only with train/test copies: the published split reaches it and no grouped split does; "
-             "reached without copies: a grouped split reaches it; not reached on any split: none that ran does; "
+             "reached without copies: a grouped split reaches it; reached only on test images with a copy in "
+             "train: no whole split does, but the published split's test images that have a copy in train do "
+             "(Wilson CI; leak_splits table); not reached on any split: none that ran does; "
              "no evidence: a split needed for the answer has too few images or no interval; not run: the "
              "published split was not run."]
     notes += [f"{r.experiment} seed {r.seed} {r.record.get('status')}: {str(r.record.get('error', ''))[:120]} "
