@@ -53,13 +53,65 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
+DEDUP_VERSION = 1  # bump when the rules change: cached groups of the old rules are not reused
+
+
 def find_duplicates(index: ImageIndex, max_distance: int = MAX_DISTANCE,
                     max_pixel_diff: float = MAX_PIXEL_DIFF, keypoints: bool = True,
-                    progress: bool = False) -> list[DuplicateGroup]:
+                    progress: bool = False, use_cache: bool = True) -> list[DuplicateGroup]:
     """Groups of two or more images that are copies of one another, sorted by first member.
 
-    ``keypoints`` adds the check for turned/zoomed/cropped copies (fracbench.data.nearcopy).
+    ``keypoints`` adds the check for turned/zoomed/cropped copies (fracbench.data.nearcopy). The groups
+    are remembered in the user cache, keyed by every image's path and content hashes and the rules'
+    settings, so a second ``prepare`` of the same files does not search again.
     """
+    key = _cache_key(index, max_distance, max_pixel_diff, keypoints) if use_cache else None
+    cached = _read_cached(key)
+    if cached is not None:
+        return cached
+    groups = _find_duplicates(index, max_distance, max_pixel_diff, keypoints, progress)
+    _write_cached(key, groups)
+    return groups
+
+
+def _cache_key(index: ImageIndex, max_distance: int, max_pixel_diff: float, keypoints: bool) -> str:
+    import hashlib
+
+    from fracbench.data import nearcopy as N
+
+    h = hashlib.sha256(f"v{DEDUP_VERSION}|{max_distance}|{max_pixel_diff}|{MIN_CLOSE_SHARE}|{CLOSE}|{keypoints}|"
+                       f"{N.MIN_SIMILARITY}|{N.MIN_INLIERS}|{N.MIN_OVERLAP}|{N.MIN_NCC}|{N.MIN_DETAIL}|"
+                       f"{N.K_CANDIDATES}".encode())
+    for rec, ok, f, p in zip(index.records, index.ok, index.file_sha256, index.pixel_sha256):
+        h.update(f"{rec.path}|{bool(ok)}|{f}|{p}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _read_cached(key: str | None) -> list[DuplicateGroup] | None:
+    import json
+
+    from fracbench.paths import cache_dir
+
+    if key is None:
+        return None
+    try:
+        raw = json.loads((cache_dir() / "dedup" / f"{key}.json").read_text())
+        return [DuplicateGroup(tuple(int(i) for i in g["members"]), str(g["kind"])) for g in raw]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none yet, or damaged: search again
+
+
+def _write_cached(key: str | None, groups: list[DuplicateGroup]) -> None:
+    from fracbench.io import atomic_write_json
+    from fracbench.paths import cache_dir
+
+    if key is not None:
+        atomic_write_json(cache_dir() / "dedup" / f"{key}.json",
+                          [{"members": list(g.members), "kind": g.kind} for g in groups])
+
+
+def _find_duplicates(index: ImageIndex, max_distance: int, max_pixel_diff: float, keypoints: bool,
+                     progress: bool) -> list[DuplicateGroup]:
     n = len(index.records)
     ok = np.flatnonzero(index.ok)
     uf = _UnionFind(n)

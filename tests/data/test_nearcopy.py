@@ -118,3 +118,28 @@ def _components(n: int, pairs: set[tuple[int, int]]) -> list[set[int]]:
 ])
 def test_confirmation_rule_matches_the_calibration(inliers, ncc, overlap, detail, expected):
     assert N.PairCheck(inliers, ncc, overlap, 0, detail).confirmed is expected
+
+
+def test_duplicate_groups_are_cached_by_content_and_rules(tmp_path, monkeypatch):
+    from fracbench.data import dedup, prepare
+
+    monkeypatch.setenv("FRACBENCH_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "set"
+    for cls in ("fractured", "not fractured"):
+        (root / cls).mkdir(parents=True)
+    a = radiograph(60)
+    Image.fromarray(a).save(root / "fractured" / "a.png")
+    Image.fromarray(turned(a, 6, 1.1)).save(root / "fractured" / "a_turned.png")
+    Image.fromarray(radiograph(61)).save(root / "not fractured" / "b.png")
+    first = prepare("imagefolder", root, progress=False).duplicates
+    assert [len(g.members) for g in first] == [2]
+
+    def boom(*a, **k):
+        raise AssertionError("searched again although nothing changed")
+
+    monkeypatch.setattr(dedup, "_find_duplicates", boom)
+    assert prepare("imagefolder", root, progress=False).duplicates == first
+    # other rules are another key: searched again (and here that fails loudly)
+    monkeypatch.setattr(N, "MIN_NCC", 0.5)
+    with pytest.raises(AssertionError, match="searched again"):
+        prepare("imagefolder", root, progress=False)
