@@ -47,10 +47,11 @@ _GROUP_TITLES = {
     "hparam": "Hyperparameter sweep of the paper's CNN",
     "reference": "Reference models",
     "leak": "Leak demonstration (rotated copies; own manifests)",
+    "anatomy": "Claim anatomy: published split, grouped split, external test (each on its own test set)",
     "audit": "Audit experiments",
     "other": "Other experiments",
 }
-_GROUP_ORDER = ("table1", "table2", "table3", "hparam", "reference", "leak", "audit", "other")
+_GROUP_ORDER = ("table1", "table2", "table3", "hparam", "reference", "anatomy", "leak", "audit", "other")
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")
 _TRAIN, _TEST, _VAL = "#1f77b4", "#d62728", "#2ca02c"
@@ -185,7 +186,10 @@ def _table_of(run: Any, exps: dict[str, Any]) -> str:
 
 
 def _group_of(run: Any, exps: dict[str, Any]) -> str:
-    if run.record.get("leak"):
+    leak = run.record.get("leak")
+    if isinstance(leak, dict) and "test_exact_in_train" in leak:  # fracbench.anatomy's records
+        return "anatomy"
+    if leak:
         return "leak"
     table = _table_of(run, exps)
     return table if table in _GROUP_TITLES else "other"
@@ -332,7 +336,7 @@ def _roc_pr_figure(group: str, members: Sequence[tuple[Any, list[dict[str, Any]]
 
     fig = _new_figure(12.0, 5.4)
     ax_roc, ax_pr = fig.subplots(1, 2)
-    prevalences, skipped = [], []
+    prevalences, skipped, prev_colors = [], [], []
     for i, (run, preds) in enumerate(members):
         y, s = _labels_scores(preds)
         color = _COLORS[i % len(_COLORS)]
@@ -340,6 +344,7 @@ def _roc_pr_figure(group: str, members: Sequence[tuple[Any, list[dict[str, Any]]
             skipped.append(run.experiment)
             continue
         prevalences.append(float(y.mean()))
+        prev_colors.append(color)
         fpr, tpr, _ = roc_curve(y, s)
         prec, rec, _ = precision_recall_curve(y, s)
         ax_roc.plot(fpr, tpr, color=color, lw=1.6, label=f"{_run_label(run)} (AUROC {roc_auc_score(y, s):.3f})")
@@ -354,9 +359,13 @@ def _roc_pr_figure(group: str, members: Sequence[tuple[Any, list[dict[str, Any]]
             if tp + fp:
                 ax_pr.plot([tp / pos], [tp / (tp + fp)], "o", color=color, ms=6, mec="black", mew=0.6)
     ax_roc.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
-    if prevalences:
+    if prevalences and max(prevalences) - min(prevalences) <= 0.01:
         prev = sum(prevalences) / len(prevalences)
         ax_pr.axhline(prev, ls="--", color="grey", lw=1, label=f"chance (prevalence {prev:.3f})")
+    elif prevalences:  # different test sets: each curve's chance level is its own prevalence
+        for prev, color in zip(prevalences, prev_colors):
+            ax_pr.axhline(prev, ls=":", color=color, lw=1)
+        ax_pr.plot([], [], ls=":", color="grey", label="chance (each test set's prevalence, dotted)")
     ax_roc.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
                title="ROC (test)", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
     ax_pr.set(xlabel="recall (sensitivity)", ylabel="precision", title="Precision-recall (test)",
