@@ -159,3 +159,21 @@ def test_records_on_other_images_are_left_out(tmp_path: Path) -> None:
     other = {k: v for k, v in groups.items() if k != "IMG0000"}  # one test id not covered
     table = subgroups_table(load_runs(results), other, n_boot=50)
     assert table.rows == [] and any("No complete record" in n for n in table.footnotes)
+
+
+def test_subgroups_figure_only_with_a_subgroups_file(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from fracbench.figures import _subgroups_figure
+
+    results, _, _ = _fake_folder(tmp_path, np.random.default_rng(4), shortcut=False)
+    assert _subgroups_figure(results, load_runs(results)) is None  # exp_a is none of the figure's experiments
+    d = R.run_dir(results, "paper_cnn_honest", 0)
+    d.mkdir(parents=True)
+    R.write_record(d, {"experiment": "paper_cnn_honest", "seed": 0, "status": "complete", "threshold": 0.5})
+    R.write_predictions(d, [(p["id"], p["split"], p["label"], p["score"])
+                         for p in R.read_predictions(R.run_dir(results, "exp_a", 3))])
+    fig = _subgroups_figure(results, load_runs(results))
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[0] == "all test images" and "hardware: absent" in labels and "part: hip" not in labels
+    subgroups_path(results, "fakeds").unlink()
+    assert _subgroups_figure(results, load_runs(results)) is None
