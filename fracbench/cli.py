@@ -59,12 +59,17 @@ def _configure_data(p: argparse.ArgumentParser) -> None:
     split = sub.add_parser("split", help="write the train/val/test manifest", parents=[common()])
     _data_args(split)
     split.add_argument("--out", help="manifest CSV path (default: results/manifests/<dataset>.csv)")
+    sg = sub.add_parser("subgroups", help="write per-image subgroups (hardware, body part, view) as CSV",
+                        parents=[common()])
+    sg.add_argument("dataset", help="dataset name (see `fracbench data list`)")
+    sg.add_argument("--data-dir", help="dataset folder (default: the download location)")
+    sg.add_argument("--out", help="CSV path (default: results/<dataset>/data/<dataset>-subgroups.csv)")
     dl = sub.add_parser("download", help="download a public dataset into the data home", parents=[common()])
     dl.add_argument("dataset", choices=["fracatlas", "mura"])
     dl.add_argument("--data-dir", help="where to put it (default: FRACBENCH_DATA or the user cache)")
 
 
-@command("data", "datasets: list, info, split, download", _configure_data)
+@command("data", "datasets: list, info, split, subgroups, download", _configure_data)
 def _data(args: argparse.Namespace) -> int:
     from fracbench.data import DATASETS, prepare
 
@@ -85,6 +90,8 @@ def _data(args: argparse.Namespace) -> int:
         dest = download_fracatlas(Path(args.data_dir) if args.data_dir else None)
         console.print(f"FracAtlas is at {dest} (CC BY 4.0; cite Abedeen et al., Scientific Data 2023).")
         return 0
+    if args.data_command == "subgroups":
+        return _data_subgroups(args)
     prepared = prepare(args.dataset, args.data_dir, seed=args.split_seed, manifest_path=args.manifest,
                        progress=not args.quiet)
     if args.data_command == "split":
@@ -102,6 +109,23 @@ def _data(args: argparse.Namespace) -> int:
         print_json(summary)
     else:
         _print_summary(summary)
+    return 0
+
+
+def _data_subgroups(args: argparse.Namespace) -> int:
+    """Write the dataset's subgroups CSV (reads metadata only, no images); exit 2 when it has none."""
+    from fracbench.data import open_dataset
+    from fracbench.paths import default_results_dir
+    from fracbench.subgroups import subgroups_path, write_subgroups
+
+    ds = open_dataset(args.dataset, args.data_dir)
+    groups = ds.subgroups()
+    if not groups:
+        console.print(f"{ds.name}: its metadata has no subgroups (hardware, body part, view); nothing written.")
+        return 2
+    out = args.out or subgroups_path(default_results_dir() / ds.name, ds.name)
+    write_subgroups(out, groups)
+    print_result(f"wrote {out}: {len(groups)} images")
     return 0
 
 

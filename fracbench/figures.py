@@ -39,7 +39,7 @@ DPI = 100
 CURVE_TABLES = ("table1", "table2")
 EXAMPLES_PER_ROW = 6
 THUMB = 128
-FIGURE_PREFIXES = ("curves_", "roc_pr_", "confusion_", "examples_")
+FIGURE_PREFIXES = ("curves_", "roc_pr_", "confusion_", "examples_", "subgroups_")
 _GROUP_TITLES = {
     "table1": "Table 1: the paper's CNN (as published and honest)",
     "table2": "Table 2: stand-in for Rao [14]",
@@ -124,6 +124,11 @@ def _write_all(results: Path, out: Path, runs: Sequence[Any], exps: dict[str, An
         written.append(_save(_roc_pr_figure(group, members), out / f"roc_pr_{_slug(group)}.png"))
         written.append(_save(_confusion_figure(group, members), out / f"confusion_{_slug(group)}.png"))
 
+    # (e) AUROC per subgroup (hardware, body part, view), when the folder has a subgroups file
+    fig = _subgroups_figure(results, runs)
+    if fig is not None:
+        written.append(_save(fig, out / "subgroups_auroc.png"))
+
     # (d) thumbnails of correct and wrong test predictions
     for group in CURVE_TABLES:
         for run, preds in groups.get(group, []):
@@ -149,6 +154,10 @@ def caption(name: str) -> str:
         g = stem[len("confusion_"):]
         return (f"{_GROUP_TITLES.get(g, g)}: test confusion matrices at each run's recorded threshold (seed 0); "
                 "colour and percentages: share of the actual class (row).")
+    if stem == "subgroups_auroc":
+        return ("Test AUROC per subgroup (hardware, body part, view) with 95% bootstrap CIs, seed 0, for the paper's "
+                "CNN (honest and as published) and the best reference model; subgroups of fewer than "
+                "30 images or one class are left out (see the subgroups table).")
     if stem.startswith("examples_"):
         return (f"{stem[len('examples_'):]}: the most confident correct and wrong test predictions (seed 0) at "
                 "the recorded threshold; P = the model's P(fracture).")
@@ -197,6 +206,54 @@ def _group_of(run: Any, exps: dict[str, Any]) -> str:
 
 def _group_key(group: str) -> tuple[int, str]:
     return (_GROUP_ORDER.index(group) if group in _GROUP_ORDER else len(_GROUP_ORDER), group)
+
+
+SUBGROUP_FIGURE_EXPERIMENTS = ("paper_cnn_honest", "paper_cnn_as_published")  # plus the best ref_* by test AUROC
+
+
+def _subgroups_figure(results: Path, runs: Sequence[Any]) -> Any | None:
+    """Forest plot: AUROC [95% CI] per subgroup value, one colour per experiment; None without subgroups."""
+    from fracbench.tables.subgroups import load_groups, subgroup_results
+
+    groups, _ = load_groups(results)
+    if not groups:
+        return None
+    seed0 = {}
+    for r in sorted(runs, key=lambda r: (r.seed != 0, r.seed)):
+        seed0.setdefault(r.experiment, r)
+    refs = [r for name, r in seed0.items() if name.startswith("ref_") and _finite(r.test.get("auroc"))]
+    chosen = [seed0[n] for n in SUBGROUP_FIGURE_EXPERIMENTS if n in seed0]
+    chosen += [max(refs, key=lambda r: r.test["auroc"])] if refs else []
+    res = subgroup_results(chosen, groups)
+    if not res:
+        return None
+    labels: list[str] = ["all test images"]
+    for e in res:
+        for row in e["rows"]:
+            key = f"{row['attribute']}: {row['value']}"
+            if row["status"] == "ok" and key not in labels:
+                labels.append(key)
+    fig = _new_figure(7.5, 0.35 * len(labels) * max(1, len(res)) / 2 + 1.8)
+    ax = fig.add_subplot(1, 1, 1)
+    colors = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+    for k, e in enumerate(res):
+        off = (k - (len(res) - 1) / 2) * 0.8 / max(1, len(res))
+        s = e["summary"]
+        pts = [(0, s["auroc_all"], s["auroc_all_ci"])]
+        pts += [(labels.index(f"{r['attribute']}: {r['value']}"), r["auroc"], r["auroc_ci"])
+                for r in e["rows"] if r["status"] == "ok"]
+        ys = [i + off for i, _, _ in pts]
+        ax.errorbar([v for _, v, _ in pts], ys, xerr=[[v - c[0] for _, v, c in pts], [c[1] - v for _, v, c in pts]],
+                    fmt="o", ms=4, capsize=2, color=colors[k % len(colors)], label=e["experiment"])
+    ax.axvline(0.5, color="grey", ls="--", lw=0.8)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("test AUROC [95% CI]")
+    ax.set_title("AUROC per subgroup (seed 0)")
+    ax.set_xlim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def _new_figure(width: float, height: float) -> Any:

@@ -49,7 +49,7 @@ figcaption{font-size:13px;color:#444;margin-top:.4em}
 .warn{color:#a40000;font-weight:600}.muted{color:#666}
 code{font-size:12px;background:#f4f4f6;padding:0 .2em;border-radius:3px}
 """
-_FIGURE_ORDER = ("curves_", "roc_pr_", "confusion_", "examples_")
+_FIGURE_ORDER = ("curves_", "roc_pr_", "confusion_", "subgroups_", "examples_")
 
 
 def write_report(results: Path, out: Path | None = None, *, baselines: Path | None = None,
@@ -353,7 +353,7 @@ def _build_tables(results: Path, runs: Sequence[Any], baselines: Path | None) ->
     exps = T.load_experiments(bdir)
     claims = T.load_claims(bdir / T.CLAIMS_FILE) if (bdir / T.CLAIMS_FILE).exists() else []
     try:
-        return [(t.name, t) for t in T.build_tables(runs, exps, claims)]
+        return [(t.name, t) for t in T.build_tables(runs, exps, claims)] + _folder_tables(results, runs)
     except Exception:  # one table refusing (mixed manifests) must not hide the others
         pass
     builders = [("table1", T.table1), ("table2", T.table2), ("table3", T.table3), ("leaderboard", T.leaderboard),
@@ -366,7 +366,17 @@ def _build_tables(results: Path, runs: Sequence[Any], baselines: Path | None) ->
             out.append((name, build(runs, exps)))
         except Exception as exc:
             out.append((name, f"{type(exc).__name__}: {exc}"))
-    return out
+    return out + _folder_tables(results, runs)
+
+
+def _folder_tables(results: Path, runs: Sequence[Any]) -> list[tuple[str, Any]]:
+    """The tables that also read the folder's data files (the subgroup table), or why they were not built."""
+    from fracbench import tables as T
+
+    try:
+        return [(t.name, t) for t in T.folder_tables(results, runs)]
+    except Exception as exc:  # a damaged subgroups file must not hide the other tables
+        return [("subgroups", f"{type(exc).__name__}: {exc}")]
 
 
 def _tables_section(results: Path, runs: Sequence[Any], baselines: Path | None, anchor: str = "") -> str:

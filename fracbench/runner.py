@@ -25,6 +25,7 @@ from fracbench.experiments import PROFILES, Experiment, load_all
 from fracbench.io import atomic_write_json
 from fracbench.progress import console, say
 from fracbench.registry import Registry
+from fracbench.subgroups import subgroups_path, write_subgroups
 
 
 class ResultsLocked(RuntimeError):
@@ -132,6 +133,8 @@ def run_experiments(experiments: Sequence[Experiment], *, dataset: str | None = 
             g["paths"] = [_relative(p, prepared.dataset.root) for p in g["paths"]]
         summary["conflicting_label_groups"] = [g for g in summary["duplicate_groups"] if g["conflicting_labels"]]
         atomic_write_json(results / "data" / f"{manifest.dataset}.json", summary)
+        if attrs := prepared.dataset.subgroups():  # for the subgroup tables (fracbench.tables.subgroups)
+            write_subgroups(subgroups_path(results, manifest.dataset), attrs)
         say(f"{manifest.dataset}: {len(manifest.rows)} images, manifest {manifest.fingerprint[:12]}, "
             f"{len(prepared.faults)} faults reported (`fracbench data info {manifest.dataset}`)")
         ctx = RunContext(prepared, manifest, profile, device, results, R.code_version(), progress,

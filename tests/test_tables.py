@@ -145,7 +145,7 @@ def test_write_tables_is_deterministic(results: Path, tmp_path: Path) -> None:
     other = write_tables(results, tmp_path / "two")
     names = sorted(p.name for p in first)
     assert names == sorted(f"{t}.{ext}" for t in ("table1", "table2", "table3", "leaderboard", "claims", "leak",
-                                                  "protocol", "leak_splits")
+                                                  "protocol", "leak_splits", "subgroups")
                            for ext in ("md", "csv", "tex"))
     assert [p.name for p in again] == [p.name for p in first]
     for a, b in zip(first, other, strict=True):

@@ -75,6 +75,13 @@ class Dataset(ABC):
         """True when ``root`` has this dataset's layout (used to find data automatically)."""
         return False
 
+    def subgroups(self) -> dict[str, dict[str, str]]:
+        """Image id -> {attribute: value} for subgroup analysis (e.g. hardware, body part, view).
+
+        Empty for datasets whose metadata has no such attributes; subgroup tables then say so.
+        """
+        return {}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r})"
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from fracbench.data.base import DATASETS, Box, Dataset, Fault, ImageRecord, Listing, is_image_file
 
 _PARTS = ("hand", "leg", "hip", "shoulder")
+_VIEWS = ("frontal", "lateral", "oblique")
+SUBGROUP_ATTRIBUTES = ("hardware", "part", "view")  # the columns of results/<ds>/data/<ds>-subgroups.csv
 _COCO = Path("Annotations") / "COCO JSON" / "COCO_fracture_masks.json"
 
 
@@ -105,6 +107,28 @@ class FracAtlas(Dataset):
             faults.append(Fault(str(root / "images" / name), "missing_file", "listed in dataset.csv but no image file"))
         self._check_coco_sizes(sizes, faults)
         return Listing(records, faults)
+
+    def subgroups(self) -> dict[str, dict[str, str]]:
+        """Image id (file stem, as in the manifest) -> hardware, body part and view from dataset.csv.
+
+        hardware: "present" | "absent" (metal implants, plates, nails: a possible shortcut, as nearly
+        every image with hardware is fractured); part: hand, leg, hip, shoulder, or "mixed" when the CSV
+        marks several; view: the views marked, joined by "+" (e.g. "frontal+lateral"). A part or view
+        the CSV leaves blank reads "unknown".
+        """
+        path = self.root / "dataset.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: FracAtlas dataset.csv not found; pass --data-dir pointing at the "
+                                    "unpacked release (it holds dataset.csv and images/)")
+        out: dict[str, dict[str, str]] = {}
+        for name, row in sorted(self._read_csv(path, []).items()):
+            views = [v for v in _VIEWS if row.get(v, "0").strip() == "1"]
+            out[Path(name).stem] = {
+                "hardware": "present" if row.get("hardware", "0").strip() == "1" else "absent",
+                "part": _part(row) or "unknown",
+                "view": "+".join(views) or "unknown",
+            }
+        return out
 
     @staticmethod
     def _read_csv(path: Path, faults: list[Fault]) -> dict[str, dict[str, str]]:

@@ -56,6 +56,7 @@ from fracbench.tables.paper_tables import table1, table2, table3
 from fracbench.tables.protocol import protocol_table
 from fracbench.tables.render import Table
 from fracbench.tables.splits import ANATOMY_DATASET, is_split_run, leak_splits_table, split_claims_table
+from fracbench.tables.subgroups import load_groups, subgroups_table
 
 __all__ = [
     "ANATOMY_DATASET",
@@ -74,6 +75,7 @@ __all__ = [
     "build_cross_tables",
     "build_tables",
     "dataset_label",
+    "folder_tables",
     "check_manifests",
     "claims_table",
     "leaderboard",
@@ -87,6 +89,7 @@ __all__ = [
     "table1",
     "table2",
     "split_claims_table",
+    "subgroups_table",
     "table3",
     "write_cross_tables",
     "write_tables",
@@ -106,6 +109,16 @@ def build_tables(runs: Sequence[Run], experiments: Any, claims: Sequence[Claim])
             protocol_table(runs, experiments), leak_splits_table({dataset_label(runs): runs})]
     for table in tables:
         table.banner = banner
+    return tables
+
+
+def folder_tables(results: Path, runs: Sequence[Run]) -> list[Table]:
+    """Tables that also read a results folder's committed data files: the subgroup table (a one-line
+    note when the folder has no subgroups file); each carries the smoke/synthetic banner when due."""
+    groups, source = load_groups(Path(results))
+    tables = [subgroups_table(runs, groups, source)]
+    for table in tables:
+        table.banner = machinery_banner(runs)
     return tables
 
 
@@ -131,10 +144,11 @@ def _write(tables: Sequence[Table], out: Path) -> list[Path]:
 
 
 def write_tables(results: Path, out: Path | None = None, *, baselines: Path | None = None) -> list[Path]:
-    """Write results/tables/<name>.{md,csv,tex} for each of TABLE_NAMES; returns the paths."""
+    """Write results/tables/<name>.{md,csv,tex} for each of TABLE_NAMES and the subgroup table; returns the paths."""
     results = Path(results)
     experiments, claims = _inputs(baselines)
-    return _write(build_tables(load_runs(results), experiments, claims),
+    runs = load_runs(results)
+    return _write([*build_tables(runs, experiments, claims), *folder_tables(results, runs)],
                   Path(out) if out is not None else results / "tables")
 
 

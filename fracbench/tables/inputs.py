@@ -15,7 +15,7 @@ from fracbench.metrics import METRIC_NAMES
 from fracbench.tables.render import DASH
 
 CLAIMS_FILE = "claims.yaml"
-TABLE_NAMES = ("table1", "table2", "table3", "leaderboard", "claims", "leak", "protocol", "leak_splits")
+TABLE_NAMES = ("table1", "table2", "table3", "leaderboard", "claims", "leak", "protocol", "leak_splits", "subgroups")
 # written once for several results folders, into results/tables/
 CROSS_TABLE_NAMES = ("claims", "leak_splits")
 # Test-set metrics of the reported checkpoint, as in record["metrics"]["test"].
