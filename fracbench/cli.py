@@ -708,6 +708,10 @@ def _localise(args: argparse.Namespace) -> int:
         cases = [render_case(rng, size, True, 1.0) for _ in range(args.synthetic)]
         # its own key: with --dataset synthetic the dataset's entry must not be overwritten
         out["rendered"] = {**pointing_game(ck, cases), "images": f"{args.synthetic} rendered fractured images"}
+    from fracbench import results as R
+
+    out["environment"] = {**R.environment("cpu"), "created": R.now_iso(),
+                          "manifest_sha256": prepared.manifest.fingerprint}
     path = ck.path.with_name("pointing_game.json")
     atomic_write_json(path, out)
     meta = dict(ck.meta, pointing_game=out[args.dataset])

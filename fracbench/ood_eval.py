@@ -246,6 +246,9 @@ def evaluate(checkpoint: str | os.PathLike[str], dataset: str, manifest: str | o
         "seed": seed,
     }
     out = Path(out_dir)
+    from fracbench import results as R
+
+    result["environment"] = {**R.environment("cpu"), "created": R.now_iso()}  # commit, clean tree, hardware
     atomic_write_json(out / "ood_eval.json", result)
     _figure(out / "ood_distances.png", d_test, d_probe, thr, dataset)
     return result
