@@ -111,6 +111,7 @@ def test_terminal_tables_never_cut_names(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_tables_and_report_print_paths_on_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     res = tmp_path / "res"
+    res.mkdir()  # an existing results folder with no records yet (a missing one is refused, naming it)
     assert main(["tables", "--results", str(res), "--quiet"]) == 0
     out = capsys.readouterr()
     paths = [Path(line) for line in out.out.splitlines()]
