@@ -106,3 +106,31 @@ def test_external_manifest_leaves_out_shared_images(tree, tmp_path):
     # the fingerprint does not depend on where the external set lies
     assert all(not Path(r.path).is_absolute() for r in combined.rows)
     np.testing.assert_equal(len(combined.rows), sum(r.split != "test" for r in base.manifest.rows) + 12)
+
+
+@pytest.mark.slow
+def test_multiregion_suite_runs_on_the_release_split_and_the_grouped_split(tree, tmp_path):
+    """run --all --dataset multiregion: the published and grouped pairs train once each (one trajectory per
+    pair), every record says its copies across splits; the external test without FracAtlas fails, saying how
+    to give it, and the rest still completes."""
+    import json
+
+    from fracbench.cli import main
+
+    root, _ = tree
+    res = tmp_path / "res"
+    code = main(["run", "--all", "--dataset", "multiregion", "--data-dir", str(root), "--profile", "smoke",
+                 "--results", str(res), "--external-data-dir", f"fracatlas={tmp_path / 'nowhere'}", "--no-report",
+                 "--quiet"])
+    assert code == 1  # the external experiment failed; the others completed
+    recs = {p.parent.parent.name: json.loads(p.read_text()) for p in res.glob("runs/*/seed0/record.json")}
+    assert recs["multiregion_external"]["status"] == "failed"
+    assert "--external-data-dir fracatlas=PATH" in recs["multiregion_external"]["error"]
+    for split in ("published", "grouped"):
+        a, h = recs[f"multiregion_{split}_as_published"], recs[f"multiregion_{split}_honest"]
+        assert a["status"] == h["status"] == "complete"
+        assert a["leak"]["split"] == h["leak"]["split"] == split
+        assert a["trajectory_shared_with"] == [f"multiregion_{split}_honest"]
+    assert recs["multiregion_published_honest"]["leak"]["test_near_in_train"] >= 2
+    assert recs["multiregion_grouped_honest"]["leak"]["test_near_in_train"] == 0
+    assert (res / "manifests" / "multiregion-grouped.csv").is_file()

@@ -242,7 +242,8 @@ def one_epoch(*a, **k):
 
 def save_last(*a, **k):
     real_save(*a, **k)
-    if pause and pause.get("saved") == a[-1]["epoch"]:
+    states = a[-1]  # one state per protocol sharing the trajectory (a single run has one)
+    if pause and pause.get("saved") == states[0]["epoch"]:
         stop_here()
 
 T.train_one_epoch, T._save_last = one_epoch, save_last
@@ -272,7 +273,12 @@ class _Trainer:
         self.paused = threading.Event()
         self.ended = threading.Event()
         self.lines: list[str] = []
+        self._err: list[str] = []
+        self.stderr = ""
         threading.Thread(target=self._read, daemon=True).start()
+        # stderr drained by its own thread: one reader per pipe (two readers of stdout could lose a line)
+        self._err_thread = threading.Thread(target=lambda: self._err.extend(self.proc.stderr or []), daemon=True)
+        self._err_thread.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -287,7 +293,8 @@ class _Trainer:
     def wait_started(self) -> None:
         if not self.started.wait(START_TIMEOUT):
             self.proc.kill()
-            pytest.fail(f"training process did not start: {self.proc.stderr.read()[-2000:] if self.proc.stderr else ''}")
+            self._err_thread.join(timeout=10)
+            pytest.fail(f"training process did not start: {''.join(self._err)[-2000:]}")
 
     def kill_at_pause(self) -> None:
         """Wait for the pause point (or the process's end, which fails the test) and SIGKILL it there."""
@@ -304,12 +311,14 @@ class _Trainer:
 
     def finish(self, timeout: float = STEP_TIMEOUT) -> int:
         try:
-            _, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.communicate()
+            self.proc.wait()
             pytest.fail("training process did not finish in time")
-        self.stderr = err
+        self.ended.wait()  # every stdout line read by the reader thread (the pipe is at EOF once it exits)
+        self._err_thread.join()
+        self.stderr = "".join(self._err)
         return self.proc.returncode
 
 
@@ -402,7 +411,7 @@ def test_second_run_on_the_same_results_is_refused(syn_root: Path, tmp_path: Pat
     # prints "paused" and waits for a line on stdin: the second run is concurrent by construction, not by timing
     first_code = (
         "import sys\nimport fracbench.train as T\nfrom fracbench.cli import main\nreal = T._save_last\n"
-        "def save(*a, **k):\n    real(*a, **k)\n    if a[-1]['epoch'] == 0:\n"
+        "def save(*a, **k):\n    real(*a, **k)\n    if a[-1][0]['epoch'] == 0:\n"
         "        print('paused', flush=True); sys.stdin.readline()\n"
         "T._save_last = save\nsys.exit(main(sys.argv[1:]))\n")
     first = subprocess.Popen(

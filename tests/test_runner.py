@@ -99,11 +99,16 @@ def test_run_all_smoke_profile(tmp_path, monkeypatch):
 
     monkeypatch.setenv("FRACBENCH_DATA", str(tmp_path / "no-data"))  # nothing downloaded: synthetic default
     assert main(["run", "--all", "--profile", "smoke", "--results", str(tmp_path / "res"), "--quiet"]) == 0
+    from fracbench.runner import suite
+
     ran = {p.parent.name for p in (tmp_path / "res" / "runs").glob("*/seed0")}
-    for name in load_all():
-        exp = load_all().get(name)
-        assert any(r == name or r.startswith(name + "__") for r in ran), name
-        assert exp is not None
+    reg = load_all()
+    expected = suite([reg.get(n) for n in reg.list()], "synthetic")
+    # every experiment made for no particular dataset ran; those made for one (multiregion's) did not
+    assert expected and all(not e.datasets for e in expected)
+    for exp in expected:
+        assert any(r == exp.name or r.startswith(exp.name + "__") for r in ran), exp.name
+    assert not any(r.startswith("multiregion_") for r in ran)
     assert (tmp_path / "res" / "tables" / "claims.md").exists()
 
 
