@@ -249,7 +249,8 @@ def _run(args: argparse.Namespace) -> int:
         from fracbench.runner import plan_run
 
         plan_run(select(args.names, args.all), dataset=args.dataset, data_dir=args.data_dir, profile=args.profile,
-                 n_seeds=args.seeds, device=args.device, progress=not args.quiet, precision=args.precision)
+                 n_seeds=args.seeds, device=args.device, progress=not args.quiet, precision=args.precision,
+                 run_all=args.all)
         return 0
     results = Path(args.results) if args.results else None
     external = {}

@@ -217,18 +217,15 @@ def plan(groups: Sequence[Sequence[Any]], manifest: Any, profile: str, n_seeds: 
 
 
 def print_plan(rows: Sequence[PlanRow], title: str) -> None:
-    from rich.table import Table
-
+    """The plan as data on stdout (a table on a terminal, TSV in a pipe; names never cut), the note on stderr."""
+    from fracbench.output import print_table
+    from fracbench.paths import cache_dir
     from fracbench.progress import console
 
-    t = Table("experiment", "seed", "fits", "epochs", "train images", "estimated", title=title)
-    for r in rows:
-        t.add_row(" + ".join(r.experiments), str(r.seed), str(r.fits), str(r.epochs), str(r.train_images),
-                  _hms(r.seconds))
-    t.add_row("[bold]total[/]", "", str(sum(r.fits for r in rows)), "", "", f"[bold]{_hms(sum(r.seconds for r in rows))}[/]")
-    console.print(t)
-    from fracbench.paths import cache_dir
-
+    body = [[" + ".join(r.experiments), str(r.seed), str(r.fits), str(r.epochs), str(r.train_images), _hms(r.seconds)]
+            for r in rows]
+    body.append(["total", "", str(sum(r.fits for r in rows)), "", "", _hms(sum(r.seconds for r in rows))])
+    print_table(["experiment", "seed", "fits", "epochs", "train images", "estimated"], body, title=title)
     console.print("Estimated from a calibration of each model's step on this machine, cached in "
                   f"{cache_dir() / CALIBRATION_FILE} (delete it to measure again, e.g. after a calibration made while "
                   "the machine was busy). Decoding images the first time is not included.")

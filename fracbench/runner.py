@@ -177,7 +177,7 @@ def _resolve_dataset(dataset: str | None, data_dir: str | None) -> tuple[str, st
 
 def plan_run(experiments: Sequence[Experiment], *, dataset: str | None = None, data_dir: str | None = None,
              profile: str = "cpu", n_seeds: int | None = None, device: str | None = None, progress: bool = True,
-             split_seed: int = 0, precision: str = "fp32") -> list[Any]:
+             split_seed: int = 0, precision: str = "fp32", run_all: bool = False) -> list[Any]:
     """``fracbench run --plan``: print each experiment x seed's estimated wall time and the total; train nothing.
 
     Reads the dataset (to count its splits) and calibrates each model once (cached); writes no record.
@@ -189,7 +189,10 @@ def plan_run(experiments: Sequence[Experiment], *, dataset: str | None = None, d
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     dataset, data_dir = _resolve_dataset(dataset, data_dir)
-    manifest = prepare(dataset, data_dir, seed=split_seed, progress=progress).manifest
+    if run_all:
+        experiments = suite(experiments, dataset)
+    prepared = prepare(dataset, data_dir, seed=split_seed, progress=progress)
+    manifest = prepared.manifest
     overrides = {"device": device, **PRECISIONS[precision]}
     rows = plan(shared_groups(experiments, profile, n_seeds, overrides), manifest, profile, n_seeds, overrides)
     print_plan(rows, f"fracbench run --plan: {manifest.dataset}, {len(manifest.rows)} images, {profile} profile, "

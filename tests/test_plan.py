@@ -82,7 +82,14 @@ def test_cli_plan_trains_nothing(tmp_path, monkeypatch, capsys, fresh_cache):
     code = main(["run", "paper_cnn_*", "--plan", "--profile", "smoke", "--dataset", "synthetic", "--data-dir",
                  str(tmp_path / "data"), "--results", str(res)])
     assert code == 0
-    err = capsys.readouterr().err
-    assert "paper_cnn_as_published + paper_cnn_honest" in err and "total" in err
-    assert "paper_cnn_honest " not in err.replace("+ paper_cnn_honest ", "")  # the twins are one row, not two
+    out = capsys.readouterr().out  # the plan is data: stdout (TSV when piped), whole names
+    rows = [line.split("\t") for line in out.splitlines()]
+    names = [r[0] for r in rows[1:]]
+    assert "paper_cnn_as_published + paper_cnn_honest" in names and "total" in names
+    assert "paper_cnn_honest" not in names  # the twins are one row, not two
     assert not res.exists()  # no record, manifest, lock or table written
+    # --all plans the dataset's suite: nothing made for multiregion on synthetic data
+    assert main(["run", "--all", "--plan", "--profile", "smoke", "--dataset", "synthetic", "--data-dir",
+                 str(tmp_path / "data"), "--results", str(res)]) == 0
+    names = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
+    assert any(n.startswith("stand_in") for n in names) and not any(n.startswith("multiregion") for n in names)
