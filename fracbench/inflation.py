@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -151,7 +150,7 @@ def build_mixed_tree(manifest: Manifest, png_share: float = 1 / 3, seed: int = 0
     from PIL import Image
 
     from fracbench.data.decode import DecodeError, decode_image
-    from fracbench.io import atomic_write_bytes, atomic_write_json
+    from fracbench.io import atomic_write_bytes, completed_files, mark_completed
     from fracbench.paths import cache_dir
 
     test = [r for r in manifest.rows if r.split == "test"]
@@ -166,14 +165,10 @@ def build_mixed_tree(manifest: Manifest, png_share: float = 1 / 3, seed: int = 0
         stem = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in r.id)
         plan.append((r, j in as_png, f"{cls}/{stem}{'.png' if j in as_png else '.jpg'}"))
     files = [p for _, _, p in plan]
-    done_path = root / "done.json"
-    try:
-        done = json.loads(done_path.read_text())
-    except (OSError, ValueError):
-        done = None
     rows: list[ManifestRow] = []
-    written = set(done.get("files") or []) if isinstance(done, dict) else set()
-    complete = isinstance(done, dict) and done.get("planned") == files and all((root / p).exists() for p in written)
+    done = completed_files(root, files, MIX_VERSION)
+    complete = done is not None
+    written = set(done or [])
     for r, png, rel in plan:
         src = manifest.abspath(r)
         if complete:
@@ -197,7 +192,7 @@ def build_mixed_tree(manifest: Manifest, png_share: float = 1 / 3, seed: int = 0
             atomic_write_bytes(root / rel, data)
         rows.append(ManifestRow(r.id, rel, r.label, r.group, r.part, "test", hashlib.sha256(data).hexdigest()))
     if not complete:
-        atomic_write_json(done_path, {"version": MIX_VERSION, "planned": files, "files": [r.path for r in rows]})
+        mark_completed(root, files, [r.path for r in rows], MIX_VERSION)
     return Manifest(f"{manifest.dataset}-jpgmix", root, rows)
 
 

@@ -60,3 +60,32 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (set, frozenset, tuple)):
         return list(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+DONE = "done.json"  # marks a derived folder (leak copies, a mixed-format tree) as completely written
+
+
+def completed_files(root: str | os.PathLike[str], planned: list[str], version: int) -> list[str] | None:
+    """The files a derived folder under ``root`` holds when it was completed for exactly this plan and
+    version (its ``done.json`` says so and every file it lists exists); None when it must be (re)built."""
+    from pathlib import Path
+
+    root = Path(root)
+    try:
+        done = json.loads((root / DONE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(done, dict) or done.get("version") != version or done.get("planned") != planned:
+        return None
+    written = done.get("files")
+    if not isinstance(written, list) or not all((root / p).exists() for p in written):
+        return None
+    return written
+
+
+def mark_completed(root: str | os.PathLike[str], planned: list[str], written: list[str], version: int,
+                   **extra: Any) -> None:
+    """Record that the derived folder under ``root`` holds ``written`` (of ``planned``): the last write."""
+    from pathlib import Path
+
+    atomic_write_json(Path(root) / DONE, {"version": version, "planned": planned, "files": written, **extra})

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -169,7 +168,7 @@ def write_copies(manifest: Manifest, images: np.ndarray, sources: Sequence[int],
     """
     from PIL import Image
 
-    from fracbench.io import atomic_write_bytes, atomic_write_json
+    from fracbench.io import atomic_write_bytes, completed_files, mark_completed
 
     bad = [c for c in copies if c not in TRANSFORMS]
     if bad:
@@ -180,13 +179,8 @@ def write_copies(manifest: Manifest, images: np.ndarray, sources: Sequence[int],
         cls = "fractured" if r.label else "not_fractured"
         for c in copies:
             plan.append((i, c, f"{cls}/{_safe(r.id)}__{c}.png"))
-    done_path = root / "done.json"
-    try:
-        done = json.loads(done_path.read_text())
-    except (OSError, ValueError):
-        done = None
     files = [p for _, _, p in plan]
-    if isinstance(done, dict) and done.get("files") == files and all((root / p).exists() for p in files):
+    if completed_files(root, files, LEAK_VERSION) == files:
         shas = [hashlib.sha256((root / p).read_bytes()).hexdigest() for p in files]
     else:
         shas = []
@@ -197,7 +191,7 @@ def write_copies(manifest: Manifest, images: np.ndarray, sources: Sequence[int],
             data = buf.getvalue()
             atomic_write_bytes(root / rel, data)
             shas.append(hashlib.sha256(data).hexdigest())
-        atomic_write_json(done_path, {"version": LEAK_VERSION, "copies": list(copies), "files": files})
+        mark_completed(root, files, files, LEAK_VERSION, copies=list(copies))
     return [(manifest.rows[i], c, rel, sha) for (i, c, rel), sha in zip(plan, shas)]
 
 
