@@ -263,19 +263,9 @@ def fit_shared(specs: Sequence[RunSpec], cache: DecodedCache, *, resume: bool = 
     """
     from fracbench.models import count_flops, count_params, create_model
 
-    specs = list(specs)
-    if not specs:
-        raise ValueError("fit_shared: no run to write")
+    specs = _checked_specs(specs)
     cfg = specs[0].cfg
-    for s in specs[1:]:
-        if not shares_trajectory(cfg, s.cfg):
-            raise ValueError(f"{s.experiment or s.out_dir}: config differs from {specs[0].experiment or 'the first'}'s "
-                             "in more than the protocol; they cannot share one training trajectory")
-    device = resolve_device(cfg.device)
-    dist = init_distributed(device)
-    if device.type == "cuda" and dist.world_size > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
+    device, dist = _device_and_dist(cfg)
     show = progress and dist.main and not is_quiet()
     label = specs[0].experiment or cfg.model
     if len(specs) > 1:
@@ -304,11 +294,7 @@ def fit_shared(specs: Sequence[RunSpec], cache: DecodedCache, *, resume: bool = 
         views.append(_View(s, protocol, _gen(cfg.seed, 3), *_denominators(protocol, paths, rows_train,
                                                                           test_loader.rows), _new_state()))
 
-    weight = None
-    if cfg.class_weights == "balanced":
-        counts = np.bincount(cache.labels[rows_train], minlength=2).astype(np.float64)
-        weight = torch.tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32, device=device)
-    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    loss_fn = _loss_fn(cfg, cache.labels[rows_train], device)
     opt = _optimizer(cfg, model.parameters())
     epoch_sched, batch_sched = _schedulers(cfg, opt, len(train_loader))
 
@@ -323,26 +309,7 @@ def fit_shared(specs: Sequence[RunSpec], cache: DecodedCache, *, resume: bool = 
     last_path = views[0].ckpt_dir / LAST
     key = _resume_key([s.cfg for s in specs])
     if resume and last_path.exists():
-        saved = torch.load(last_path, map_location="cpu", weights_only=True)
-        if saved.get("config") != key or saved.get("manifest") != cache.manifest.fingerprint:
-            raise ValueError(f"{last_path}: saved for another config or manifest; delete it or run without --resume")
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        for sch, k in ((epoch_sched, "epoch_sched"), (batch_sched, "batch_sched")):
-            if sch is not None:
-                sch.load_state_dict(saved[k])
-        g_shuffle.set_state(saved["g_shuffle"])
-        g_aug.set_state(saved["g_aug"])
-        # one run saves its own state and TTA generator; a shared trajectory saves one of each per view
-        many = len(views) > 1
-        for i, v in enumerate(views):
-            v.g_tta.set_state(saved["g_tta"][i] if many else saved["g_tta"])
-            v.state = saved["state"][i] if many else saved["state"]
-        # the global generators drive dropout (and stochastic depth): without them a resumed run diverges
-        if saved.get("torch_rng") is not None:
-            torch.set_rng_state(saved["torch_rng"])
-        if saved.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        _restore_last(last_path, key, cache, model, opt, epoch_sched, batch_sched, g_shuffle, g_aug, views)
         if show:
             console.print(f"resuming {label} after epoch {max(v.state['epoch'] for v in views)}")
 
@@ -362,11 +329,7 @@ def fit_shared(specs: Sequence[RunSpec], cache: DecodedCache, *, resume: bool = 
                                  batch_scheduler=batch_sched, amp=cfg.amp, channels_last=cfg.channels_last,
                                  on_batch=(lambda: bar.advance(b_task)) if bar else None)
             if dist.world_size > 1:
-                import torch.distributed as tdist
-
-                t = torch.tensor([tr["loss_sum"], tr["correct"], tr["n"]], dtype=torch.float64)
-                tdist.all_reduce(t)
-                tr = {"loss_sum": t[0].item(), "correct": int(t[1].item()), "n": int(t[2].item())}
+                tr = _all_reduce_counts(tr)
             seconds = time.perf_counter() - t0
             lr = opt.param_groups[0]["lr"]
             if epoch_sched is not None:
@@ -400,24 +363,96 @@ def fit_shared(specs: Sequence[RunSpec], cache: DecodedCache, *, resume: bool = 
             if stop:
                 break
 
-    records: list[dict[str, Any]] = []
-    if dist.main:
-        for v in views:
-            extra = {"accuracy_denominator": v.denominator_note, **(v.spec.extra or {})}
-            if len(views) > 1:
-                # the record is what a separate run would write; this says it was read off a shared trajectory
-                extra["trajectory_shared_with"] = [w.spec.experiment or w.spec.cfg.protocol for w in views if w is not v]
-            records.append(_finish(v.spec.cfg, v.protocol, model, device, v.state, val_loader, test_loader,
-                                   v.test_count, cache, Path(v.spec.out_dir), v.ckpt_dir, v.spec.experiment,
-                                   params, flops, extra))
-        # every record is written: the resume state is no longer needed (best.safetensors stays)
-        for v in views:
-            (v.ckpt_dir / LAST).unlink(missing_ok=True)
+    records = _write_records(views, model, device, val_loader, test_loader, cache, params, flops) if dist.main \
+        else []
     if dist.world_size > 1:
         import torch.distributed as tdist
 
         tdist.barrier()
     return records or [{} for _ in specs]
+
+
+def _checked_specs(specs: Sequence[RunSpec]) -> list[RunSpec]:
+    """The specs, refused unless every config differs from the first only in ``protocol``."""
+    specs = list(specs)
+    if not specs:
+        raise ValueError("fit_shared: no run to write")
+    for s in specs[1:]:
+        if not shares_trajectory(specs[0].cfg, s.cfg):
+            raise ValueError(f"{s.experiment or s.out_dir}: config differs from {specs[0].experiment or 'the first'}'s "
+                             "in more than the protocol; they cannot share one training trajectory")
+    return specs
+
+
+def _device_and_dist(cfg: TrainConfig) -> tuple[torch.device, Dist]:
+    """The device, and the torchrun process group when there is one (each rank on its own GPU)."""
+    device = resolve_device(cfg.device)
+    dist = init_distributed(device)
+    if device.type == "cuda" and dist.world_size > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    return device, dist
+
+
+def _loss_fn(cfg: TrainConfig, train_labels: np.ndarray, device: torch.device) -> nn.Module:
+    """Cross-entropy, weighted by inverse class frequency when ``class_weights`` is "balanced"."""
+    weight = None
+    if cfg.class_weights == "balanced":
+        counts = np.bincount(train_labels, minlength=2).astype(np.float64)
+        weight = torch.tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    return nn.CrossEntropyLoss(weight=weight)
+
+
+def _restore_last(last_path: Path, key, cache, model, opt, epoch_sched, batch_sched, g_shuffle, g_aug,
+                  views) -> None:
+    """Load the resume state written by ``_save_last`` into the model, optimizer, schedulers, generators
+    and each view's selection state; refuse one saved for another config or manifest."""
+    saved = torch.load(last_path, map_location="cpu", weights_only=True)
+    if saved.get("config") != key or saved.get("manifest") != cache.manifest.fingerprint:
+        raise ValueError(f"{last_path}: saved for another config or manifest; delete it or run without --resume")
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    for sch, k in ((epoch_sched, "epoch_sched"), (batch_sched, "batch_sched")):
+        if sch is not None:
+            sch.load_state_dict(saved[k])
+    g_shuffle.set_state(saved["g_shuffle"])
+    g_aug.set_state(saved["g_aug"])
+    # one run saves its own state and TTA generator; a shared trajectory saves one of each per view
+    many = len(views) > 1
+    for i, v in enumerate(views):
+        v.g_tta.set_state(saved["g_tta"][i] if many else saved["g_tta"])
+        v.state = saved["state"][i] if many else saved["state"]
+    # the global generators drive dropout (and stochastic depth): without them a resumed run diverges
+    if saved.get("torch_rng") is not None:
+        torch.set_rng_state(saved["torch_rng"])
+    if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+
+
+def _all_reduce_counts(tr: dict[str, float]) -> dict[str, float]:
+    """Sum one epoch's loss, correct and image counts over the torchrun ranks."""
+    import torch.distributed as tdist
+
+    t = torch.tensor([tr["loss_sum"], tr["correct"], tr["n"]], dtype=torch.float64)
+    tdist.all_reduce(t)
+    return {"loss_sum": t[0].item(), "correct": int(t[1].item()), "n": int(t[2].item())}
+
+
+def _write_records(views, model, device, val_loader, test_loader, cache, params, flops) -> list[dict[str, Any]]:
+    """Each view's record, as a separate run of its config would write it; then drop the resume state."""
+    records = []
+    for v in views:
+        extra = {"accuracy_denominator": v.denominator_note, **(v.spec.extra or {})}
+        if len(views) > 1:
+            # the record is what a separate run would write; this says it was read off a shared trajectory
+            extra["trajectory_shared_with"] = [w.spec.experiment or w.spec.cfg.protocol for w in views if w is not v]
+        records.append(_finish(v.spec.cfg, v.protocol, model, device, v.state, val_loader, test_loader,
+                               v.test_count, cache, Path(v.spec.out_dir), v.ckpt_dir, v.spec.experiment,
+                               params, flops, extra))
+    # every record is written: the resume state is no longer needed (best.safetensors stays)
+    for v in views:
+        (v.ckpt_dir / LAST).unlink(missing_ok=True)
+    return records
 
 
 def _new_state() -> dict[str, Any]:
