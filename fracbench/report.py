@@ -52,6 +52,19 @@ code{font-size:12px;background:#f4f4f6;padding:0 .2em;border-radius:3px}
 _FIGURE_ORDER = ("curves_", "roc_pr_", "confusion_", "subgroups_", "examples_")
 
 
+def _page_head(title: str, measured_on: str) -> list[str]:
+    """The top of a report page: doctype, title, style, heading and the research-software disclaimer."""
+    return [
+        "<!doctype html>",
+        "<html lang=en><head><meta charset=utf-8>",
+        "<meta name=viewport content=\"width=device-width, initial-scale=1\">",
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f"<p class=disclaimer>{_e(DISCLAIMER)}: these numbers measure models on {measured_on}; nothing here "
+        "is fit for diagnosing anyone.</p>",
+    ]
+
+
 def write_report(results: Path, out: Path | None = None, *, baselines: Path | None = None,
                  figures: Path | None = None) -> Path:
     """Write the report of ``results`` to ``out`` (default results/report.html); returns its path.
@@ -77,13 +90,7 @@ def render_report(results: Path, *, baselines: Path | None = None, figures: Path
     summaries = _summaries(results)
     title = "fracbench report" + (f": {', '.join(datasets)}" if datasets else "")
     parts = [
-        "<!doctype html>",
-        "<html lang=en><head><meta charset=utf-8>",
-        "<meta name=viewport content=\"width=device-width, initial-scale=1\">",
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
-        f"<p class=disclaimer>{_e(DISCLAIMER)}: these numbers measure models on a benchmark split; nothing here "
-        "is fit for diagnosing anyone.</p>",
+        *_page_head(title, "a benchmark split"),
         "<nav><a href=\"#run\">What was run</a><a href=\"#data\">Dataset</a><a href=\"#tables\">Tables</a>"
         "<a href=\"#figures\">Figures</a><a href=\"#environment\">Environment</a></nav>",
         _machinery_banner(runs),
@@ -130,13 +137,7 @@ def render_reports(folders: Sequence[Path], *, baselines: Path | None = None) ->
         cross = [("across datasets", f"{type(exc).__name__}: {exc}")]
     nav = "".join(f"<a href=\"#{anchors[f]}top\">{_e(n)}</a>" for f, n in zip(folders, names, strict=True))
     parts = [
-        "<!doctype html>",
-        "<html lang=en><head><meta charset=utf-8>",
-        "<meta name=viewport content=\"width=device-width, initial-scale=1\">",
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
-        f"<p class=disclaimer>{_e(DISCLAIMER)}: these numbers measure models on benchmark splits; nothing here "
-        "is fit for diagnosing anyone.</p>",
+        *_page_head(title, "benchmark splits"),
         f"<nav><a href=\"#side-by-side\">Side by side</a><a href=\"#across-tables\">Across datasets</a>{nav}</nav>",
         _machinery_banner(every),
         _side_by_side(folders, runs, anchors),

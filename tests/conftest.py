@@ -58,3 +58,19 @@ def fracatlas_root() -> Path:
     if not ((root / "dataset.csv").is_file() and (root / "images" / "Fractured").is_dir()):
         pytest.skip(f"FracAtlas dev copy not found at {root}: real-data test skipped")
     return root
+
+
+def die_after_saves(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """Make training raise KeyboardInterrupt right after its ``n``-th resume state (last.pt) is written."""
+    import fracbench.train as T
+
+    real_save = T._save_last
+    calls = {"n": 0}
+
+    def dying_save(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt  # killed right after that epoch was saved
+
+    monkeypatch.setattr(T, "_save_last", dying_save)

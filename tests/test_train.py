@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import die_after_saves
 
 from fracbench import results as R
 from fracbench import train as T
@@ -82,20 +83,11 @@ def test_honest_selects_on_validation(small_cache, tmp_path):
 def test_resume_after_kill_matches_uninterrupted(small_cache, tmp_path, monkeypatch):
     full = T.fit(_cfg(epochs=4), small_cache, tmp_path / "full", progress=False)
 
-    real_save = T._save_last
-    calls = {"n": 0}
-
-    def dying_save(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # killed right after epoch 1 was saved
-
-    monkeypatch.setattr(T, "_save_last", dying_save)
+    die_after_saves(monkeypatch, 2)  # killed right after epoch 1 was saved
     with pytest.raises(KeyboardInterrupt):
         T.fit(_cfg(epochs=4), small_cache, tmp_path / "cut", progress=False)
     assert not (tmp_path / "cut" / R.RECORD).exists()
-    monkeypatch.setattr(T, "_save_last", real_save)
+    monkeypatch.undo()  # the real _save_last again
     resumed = T.fit(_cfg(epochs=4), small_cache, tmp_path / "cut", resume=True, progress=False)
     assert json.dumps(resumed["metrics"]) == json.dumps(full["metrics"])  # as JSON: a nan equals itself
     assert resumed["selected_epoch"] == full["selected_epoch"]
@@ -112,7 +104,7 @@ def test_resume_refuses_other_config(small_cache, tmp_path, monkeypatch):
     monkeypatch.setattr(T, "_save_last", dying_save)
     with pytest.raises(KeyboardInterrupt):
         T.fit(_cfg(epochs=2), small_cache, tmp_path, progress=False)
-    monkeypatch.setattr(T, "_save_last", real_save)
+    monkeypatch.undo()  # the real _save_last again
     assert T.resumable(tmp_path, _cfg(epochs=2), small_cache.manifest.fingerprint)
     assert not T.resumable(tmp_path, _cfg(epochs=2, lr=0.01), small_cache.manifest.fingerprint)
     with pytest.raises(ValueError, match="another config"):
@@ -305,7 +297,7 @@ def test_resume_as_published_matches_uninterrupted(small_cache, tmp_path, monkey
     monkeypatch.setattr(T, "_save_last", dying_save)
     with pytest.raises(KeyboardInterrupt):
         T.fit(cfg, small_cache, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(T, "_save_last", real_save)
+    monkeypatch.undo()  # the real _save_last again
     import torch
 
     torch.manual_seed(999)  # the global generator's state at resume must not matter

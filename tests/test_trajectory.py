@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import die_after_saves
 
 from fracbench import results as R
 from fracbench import train as T
@@ -82,20 +83,11 @@ def test_shared_trajectory_equals_two_separate_runs(cache, tmp_path, kw):
 
 def test_shared_trajectory_resumes_after_a_kill(cache, tmp_path, monkeypatch):
     full = T.fit_shared(_specs(tmp_path / "full"), cache, progress=False)
-    real_save = T._save_last
-    calls = {"n": 0}
-
-    def dying_save(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # killed right after epoch 1 was saved
-
-    monkeypatch.setattr(T, "_save_last", dying_save)
+    die_after_saves(monkeypatch, 2)  # killed right after epoch 1 was saved
     specs = _specs(tmp_path / "cut")
     with pytest.raises(KeyboardInterrupt):
         T.fit_shared(specs, cache, progress=False)
-    monkeypatch.setattr(T, "_save_last", real_save)
+    monkeypatch.undo()  # the real _save_last again
     fp = cache.manifest.fingerprint
     first = specs[0].out_dir
     assert T.resumable(first, [s.cfg for s in specs], fp)
