@@ -121,26 +121,35 @@ def test_train_fracbench(benchmark, model, variant, workloads, measured, bench_d
 PIPELINE_TARGET = 0.9  # the pipeline's epoch (training + evaluation) vs the bare model steps of the same work
 
 
-def _bare_epoch(model_name: str, size: int, n_train: int, n_eval: int, batch: int):
-    """The limit: the same training steps and evaluation forwards on one resident batch (no data at all)."""
+def _bare_epoch(model_name: str, size: int, cache, train_rows, eval_cache, eval_rows, batch: int):
+    """The limit: the same training steps and evaluation forwards on resident batches (no data loading).
+
+    The batches are the round's own images and labels, converted to input tensors once and kept in
+    memory, so the bare steps do the pipeline's arithmetic on the pipeline's data. (An earlier
+    version repeated one random batch: Adam overfits it within a round, and tiny gradients can hit
+    slow denormal arithmetic, which made the "limit" slower than the pipeline under load.)
+    """
     import torch
+
+    from fracbench.loader import BatchLoader
 
     model = make_model(model_name, size)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    x, y = torch.rand(batch, 3, size, size), torch.randint(0, 2, (batch,))
-    xe = torch.rand(max(batch, 64), 3, size, size)
+    train = [(x, y) for x, y, _ in BatchLoader(cache, train_rows, batch, 3)]
+    evals = [x for x, _, _ in BatchLoader(eval_cache, eval_rows, max(batch, 64), 3)]
+    n_train = sum(len(y) for _, y in train)
 
     def run() -> int:
         model.train()
-        for _ in range(n_train // batch):
+        for x, y in train:
             loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         model.eval()
         with torch.no_grad():
-            for _ in range(-(-n_eval // len(xe))):
-                model(xe)
+            for x in evals:
+                model(x)
         return n_train
 
     return run
@@ -180,7 +189,7 @@ def test_train_pipeline_vs_bare_step(benchmark, workloads, measured, bench_data)
     n_eval = min(len(bench_data.test_rows), batches * SIZES.batch // 2)
     eval_rows = bench_data.test_rows[:n_eval]
     eval_cache, eval_cache_rows = bench_data.cache_for(size, eval_rows)
-    bare = _bare_epoch(model, size, len(rows), n_eval, SIZES.batch)
+    bare = _bare_epoch(model, size, cache, cache_rows, eval_cache, eval_cache_rows, SIZES.batch)
     pipe = _pipeline_epoch(model, size, cache, cache_rows, eval_cache, eval_cache_rows, SIZES.batch)
     for _ in range(SIZES.warmup):
         bare(), pipe()

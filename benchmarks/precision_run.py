@@ -5,7 +5,7 @@ Usage (writes one JSON file; nothing under results/):
     nice -n 10 python benchmarks/precision_run.py --out /tmp/precision.json \
         [--data-dir ../shared/data/fracatlas] [--size 150] [--run-size 112] [--epochs 3] [--max-train 800]
 
-The bare step is paper_cnn's fwd+bwd+Adam on one resident batch of 32 (no data loading): the
+The bare step is paper_cnn's fwd+bwd+Adam on resident batches of 32 (no data loading): the
 limit for any training pipeline at that precision. The short run is ``fit`` under the honest
 protocol on FracAtlas (same seed, same images) once per precision.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -28,20 +29,25 @@ from fracbench.models import create_model  # noqa: E402
 from fracbench.train import _autocast  # noqa: E402
 
 
-def bare_step_rate(precision: str, size: int, batch: int = 32, steps: int = 8, warmup: int = 2) -> dict:
-    """images/s of paper_cnn's training step on a resident batch under ``precision`` (median of steps)."""
+def bare_step_rate(precision: str, size: int, batch: int = 32, steps: int = 16, warmup: int = 2,
+                   n_batches: int = 8) -> dict:
+    """images/s of paper_cnn's training step on resident batches under ``precision`` (median of steps)."""
     flags = PRECISIONS[precision]
     torch.manual_seed(0)
     model = create_model("paper_cnn", num_classes=2, in_channels=3, image_size=size)
-    x, y = torch.rand(batch, 3, size, size), torch.randint(0, 2, (batch,))
+    # several resident batches, cycled: one repeated batch is overfitted within a few steps, and tiny
+    # gradients can fall into slow denormal arithmetic, which would understate the limit
+    fmt = torch.channels_last if flags.get("channels_last") else torch.contiguous_format
+    data = [(torch.rand(batch, 3, size, size).contiguous(memory_format=fmt), torch.randint(0, 2, (batch,)))
+            for _ in range(n_batches)]
     if flags.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
     times = []
     model.train()
     for i in range(warmup + steps):
+        x, y = data[i % n_batches]
         t0 = time.perf_counter()
         with _autocast(torch.device("cpu"), bool(flags.get("amp"))):
             loss = loss_fn(model(x).float(), y)
@@ -116,7 +122,11 @@ def main() -> None:
         Path(a.out).write_text(json.dumps(report, indent=1))
         print(json.dumps(report["paired_vs_fp32"], indent=1))
         return
-    report: dict = {"torch": torch.__version__, "threads": torch.get_num_threads(), "bare_step": {}, "short_run": {},
+    from fracbench.results import environment
+
+    report: dict = {**environment("cpu"), "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+                    "threads": torch.get_num_threads(), "bare_step": {}, "short_run": {},
                     "short_run_setup": {"image_size": a.run_size, "epochs": a.epochs, "max_train_images": a.max_train,
                                         "protocol": "honest", "model": "paper_cnn", "seed": 0}}
     for prec in PRECISIONS:

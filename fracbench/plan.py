@@ -198,16 +198,28 @@ def unit_shapes(exps: Sequence[Any], cfg: TrainConfig, counts: dict[str, int], o
 
 
 def plan(groups: Sequence[Sequence[Any]], manifest: Any, profile: str, n_seeds: int | None,
-         overrides: dict[str, Any], rates_for: Callable[[TrainConfig], Rates] = cached_rates) -> list[PlanRow]:
-    """One row per experiment (or shared group) x seed with its estimated wall seconds."""
-    counts = _split_counts(manifest)
+         overrides: dict[str, Any], rates_for: Callable[[TrainConfig], Rates] = cached_rates,
+         manifest_for: Callable[[Any], Any] | None = None) -> list[PlanRow]:
+    """One row per experiment (or shared group) x seed with its estimated wall seconds.
+
+    ``manifest_for(exp)`` gives the manifest an experiment trains on when it is not the run's (a split
+    mode such as multiregion's "grouped"); without it every experiment is counted on ``manifest``.
+    An external test set is counted as the training manifest's test split (its real size is known
+    only once the overlap with the training dataset is removed).
+    """
+    by_fingerprint: dict[str, dict[str, int]] = {}
     rows = []
     for group in groups:
         exp = group[0]
         try:
             cfg = exp.train_config(profile, 0, **overrides)
+            own = manifest_for(exp) if manifest_for is not None else manifest
         except Exception:  # a bad experiment: it will fail at once when run
             continue
+        key = getattr(own, "fingerprint", None) or str(id(own))
+        if key not in by_fingerprint:
+            by_fingerprint[key] = _split_counts(own)
+        counts = by_fingerprint[key]
         shapes = unit_shapes(group, cfg, counts, exp.options_for(profile))
         seconds = sum(shape_seconds(s, rates_for(cfg)) for s in shapes)
         for seed in exp.seeds_for(profile, n_seeds):

@@ -194,7 +194,13 @@ def plan_run(experiments: Sequence[Experiment], *, dataset: str | None = None, d
     prepared = prepare(dataset, data_dir, seed=split_seed, progress=progress)
     manifest = prepared.manifest
     overrides = {"device": device, **PRECISIONS[precision]}
-    rows = plan(shared_groups(experiments, profile, n_seeds, overrides), manifest, profile, n_seeds, overrides)
+
+    def manifest_for(exp: Experiment) -> Any:
+        mode = exp.options_for(profile).get("split")
+        return prepared.manifest_for(mode, seed=split_seed) if mode else manifest
+
+    rows = plan(shared_groups(experiments, profile, n_seeds, overrides), manifest, profile, n_seeds, overrides,
+                manifest_for=manifest_for)
     print_plan(rows, f"fracbench run --plan: {manifest.dataset}, {len(manifest.rows)} images, {profile} profile, "
                      f"{precision}")
     return rows
@@ -217,7 +223,7 @@ def _eta(ctx: RunContext, groups: Sequence[Sequence[Experiment]], n_seeds: int |
     from fracbench.plan import plan
 
     try:
-        rows = plan(groups, ctx.manifest, ctx.profile, n_seeds, ctx.overrides())
+        rows = plan(groups, ctx.manifest, ctx.profile, n_seeds, ctx.overrides(), manifest_for=ctx.manifest_for)
         est = {(r.experiments, r.seed): r.seconds for r in rows}
     except Exception as exc:  # no estimate: count runs instead
         say(f"[dim]no time estimate ({type(exc).__name__}: {exc}); counting runs instead[/]")

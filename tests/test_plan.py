@@ -93,3 +93,35 @@ def test_cli_plan_trains_nothing(tmp_path, monkeypatch, capsys, fresh_cache):
                  str(tmp_path / "data"), "--results", str(res)]) == 0
     names = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
     assert any(n.startswith("stand_in") for n in names) and not any(n.startswith("multiregion") for n in names)
+
+
+class _Counts:
+    """A manifest stand-in: plan() reads only counts() and fingerprint."""
+
+    def __init__(self, fingerprint: str, train: int, val: int, test: int) -> None:
+        self.fingerprint = fingerprint
+        self._c = {"train": {"0": train}, "val": {"0": val}, "test": {"0": test}}
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return self._c
+
+
+def test_split_mode_experiments_are_planned_on_their_own_manifest():
+    from fracbench.experiments import baselines_dir, load_experiment
+
+    run_m = _Counts("published", train=1000, val=100, test=500)
+    grouped = _Counts("grouped", train=400, val=100, test=200)
+    exps = [load_experiment(baselines_dir() / f"multiregion_{m}_honest.yaml") for m in ("published", "grouped")]
+    rates = lambda cfg: P.Rates(train=100.0, eval=100.0)  # noqa: E731
+
+    def manifest_for(exp):
+        return grouped if exp.options_for("cpu").get("split") == "grouped" else run_m
+
+    rows = P.plan([[e] for e in exps], run_m, "cpu", 1, {}, rates_for=rates, manifest_for=manifest_for)
+    assert [r.train_images for r in rows] == [1000, 400]
+    epochs = rows[0].epochs
+    # honest with the per-epoch test pass: epochs x (train + val + test) + the final val + test, at 100 img/s
+    assert rows[1].seconds == pytest.approx((epochs * (400 + 100 + 200) + 100 + 200) / 100)
+    # without manifest_for every experiment is counted on the run's manifest (the old, wrong estimate)
+    flat = P.plan([[e] for e in exps], run_m, "cpu", 1, {}, rates_for=rates)
+    assert [r.train_images for r in flat] == [1000, 1000]
