@@ -207,7 +207,6 @@ def plan(groups: Sequence[Sequence[Any]], manifest: Any, profile: str, n_seeds: 
     An external test set is counted as the training manifest's test split (its real size is known
     only once the overlap with the training dataset is removed).
     """
-    by_fingerprint: dict[str, dict[str, int]] = {}
     rows = []
     for group in groups:
         exp = group[0]
@@ -216,11 +215,7 @@ def plan(groups: Sequence[Sequence[Any]], manifest: Any, profile: str, n_seeds: 
             own = manifest_for(exp) if manifest_for is not None else manifest
         except Exception:  # a bad experiment: it will fail at once when run
             continue
-        key = getattr(own, "fingerprint", None) or str(id(own))
-        if key not in by_fingerprint:
-            by_fingerprint[key] = _split_counts(own)
-        counts = by_fingerprint[key]
-        shapes = unit_shapes(group, cfg, counts, exp.options_for(profile))
+        shapes = unit_shapes(group, cfg, _split_counts(own), exp.options_for(profile))
         seconds = sum(shape_seconds(s, rates_for(cfg)) for s in shapes)
         for seed in exp.seeds_for(profile, n_seeds):
             rows.append(PlanRow(tuple(e.name for e in group), seed, len(shapes), cfg.epochs,

@@ -194,13 +194,8 @@ def plan_run(experiments: Sequence[Experiment], *, dataset: str | None = None, d
     prepared = prepare(dataset, data_dir, seed=split_seed, progress=progress)
     manifest = prepared.manifest
     overrides = {"device": device, **PRECISIONS[precision]}
-
-    def manifest_for(exp: Experiment) -> Any:
-        mode = exp.options_for(profile).get("split")
-        return prepared.manifest_for(mode, seed=split_seed) if mode else manifest
-
     rows = plan(shared_groups(experiments, profile, n_seeds, overrides), manifest, profile, n_seeds, overrides,
-                manifest_for=manifest_for)
+                manifest_for=lambda exp: prepared.manifest_for(exp.options_for(profile).get("split"), seed=split_seed))
     print_plan(rows, f"fracbench run --plan: {manifest.dataset}, {len(manifest.rows)} images, {profile} profile, "
                      f"{precision}")
     return rows
@@ -266,9 +261,7 @@ class RunContext:
         """The manifest ``exp`` trains on: the run's, or the split mode its ``options.split`` names (written
         beside the run's manifest as <dataset>-<mode>.csv)."""
         mode = exp.options_for(self.profile).get("split")
-        if not mode:
-            return self.manifest
-        manifest = self.prepared.manifest_for(mode, seed=self.split_seed)
+        manifest = self.prepared.manifest_for(mode, seed=self.split_seed)  # the run's own when mode is None
         if manifest is not self.manifest and ("written", mode) not in self.memo:
             manifest.write(self.results / "manifests" / f"{manifest.dataset}-{mode}.csv")
             self.memo[("written", mode)] = True
