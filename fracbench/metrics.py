@@ -1,4 +1,4 @@
-"""Binary classification metrics over labels and scores, with stratified bootstrap CIs.
+"""Binary classification metrics over labels and scores, with stratified cluster-bootstrap CIs.
 
 Pure functions over numpy arrays: ``y`` holds labels (1 = fracture, 0 = no fracture) and
 ``score`` the predicted P(fracture). A case is called positive when ``score >= threshold``.
@@ -26,7 +26,10 @@ __all__ = [
     "bootstrap_ci",
     "choose_threshold",
     "confusion",
+    "group_index",
+    "joint_bootstrap_diff",
     "metrics_with_ci",
+    "n_groups",
 ]
 
 # Every key of binary_metrics that is a rate in [0, 1] (or nan). Kappa is not one: it lies in
@@ -241,6 +244,80 @@ def _metrics_from_level_counts(
     return values
 
 
+def group_index(groups: ArrayLike | None, n: int) -> NDArray[np.int64]:
+    """Integer group ids ``0..G-1`` in order of first appearance; ``None``: every image its own group."""
+    if groups is None:
+        return np.arange(n, dtype=np.int64)
+    g = np.asarray(groups)
+    if g.ndim != 1 or g.shape[0] != n:
+        raise ValueError(f"groups must be 1-D and aligned with y ({n} entries), got shape {g.shape}")
+    _, first, inverse = np.unique(g, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # unique ids sorted by where they first occur
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[inverse.ravel()].astype(np.int64)
+
+
+def n_groups(groups: ArrayLike | None, n: int) -> int:
+    """How many distinct groups (independent units of evidence) ``n`` images with these ``groups`` hold."""
+    return n if groups is None else int(np.unique(np.asarray(groups)).size)
+
+
+def _group_strata(y: NDArray[np.int64], gidx: NDArray[np.int64]) -> list[NDArray[np.int64]]:
+    """Group ids split by label composition: all fractured, all not fractured, mixed (each in first-seen order).
+
+    Resampling within these strata keeps the class counts fixed whenever no group mixes labels, as the
+    image-level stratified bootstrap does (which it equals when every image is its own group).
+    """
+    g = int(gidx.max()) + 1
+    pos = np.bincount(gidx, weights=y.astype(np.float64), minlength=g)
+    size = np.bincount(gidx, minlength=g)
+    ids = np.arange(g)
+    return [ids[pos == size], ids[pos == 0], ids[(pos > 0) & (pos < size)]]
+
+
+def _draw_group_counts(rng: np.random.Generator, strata: Sequence[NDArray[np.int64]], n_grp: int,
+                       b: int) -> NDArray[np.float64]:
+    """``(b, n_grp)``: how often each group is drawn in each of ``b`` resamples (with replacement per stratum)."""
+    counts = np.zeros((b, n_grp))
+    for members in strata:
+        m = members.size
+        if m == 0:
+            continue
+        draws = members[rng.integers(0, m, size=(b, m))]
+        flat = draws + (np.arange(b) * n_grp)[:, None]
+        counts += np.bincount(flat.ravel(), minlength=b * n_grp).reshape(b, n_grp)
+    return counts
+
+
+def _weighted_level_counts(levels_of: NDArray[np.int64], weights: NDArray[np.float64],
+                           n_levels: int) -> NDArray[np.float64]:
+    """``(b, n_levels)``: per resample, the summed weight of the images at each score level."""
+    b = weights.shape[0]
+    if levels_of.size == 0:
+        return np.zeros((b, n_levels))
+    flat = levels_of[None, :] + (np.arange(b) * n_levels)[:, None]
+    return np.bincount(flat.ravel(), weights=weights.ravel(), minlength=b * n_levels).reshape(b, n_levels)
+
+
+class _Arm:
+    """One scored test set prepared for the bootstrap: score levels and each image's group column."""
+
+    def __init__(self, y: NDArray[np.int64], score: NDArray[np.float64], gcol: NDArray[np.int64],
+                 threshold: float) -> None:
+        levels, level_of = np.unique(score, return_inverse=True)  # levels ascending
+        self.n_levels = levels.size
+        self.size = y.size
+        self.called_positive = levels >= threshold  # per level: is a case at this score called positive?
+        self.pos_levels, self.pos_groups = level_of[y == 1], gcol[y == 1]
+        self.neg_levels, self.neg_groups = level_of[y == 0], gcol[y == 0]
+
+    def draws(self, counts: NDArray[np.float64], names: Sequence[str]) -> dict[str, NDArray[np.float64]]:
+        pos = _weighted_level_counts(self.pos_levels, counts[:, self.pos_groups], self.n_levels)
+        neg = _weighted_level_counts(self.neg_levels, counts[:, self.neg_groups], self.n_levels)
+        return _metrics_from_level_counts(pos, neg, self.called_positive, names)
+
+
 def _bootstrap_draws(
     y: NDArray[np.int64],
     score: NDArray[np.float64],
@@ -248,44 +325,59 @@ def _bootstrap_draws(
     n_boot: int,
     seed: int,
     names: Sequence[str],
+    groups: ArrayLike | None = None,
 ) -> dict[str, NDArray[np.float64]]:
-    """Metric values on ``n_boot`` stratified resamples, computed together.
+    """Metric values on ``n_boot`` cluster resamples, computed together.
 
-    Resampling is stratified: positives are drawn with replacement from the positives and
-    negatives from the negatives, so every resample keeps the original class counts (and AUROC
-    stays defined whenever it is defined on the data). Each resample is reduced to counts per
-    distinct score level (:func:`_metrics_from_level_counts`), so no resample is ever sorted.
-    Resamples are processed in chunks to bound memory on large test sets; the random draws do not
-    depend on which metrics are asked for, so one seed gives the same resamples for all of them.
+    Resampling is over groups (``groups``: one id per image; ``None``: every image its own group), the
+    cluster bootstrap: each resample draws groups with replacement and takes every image of each drawn
+    group, so copies of one radiograph count as one unit of evidence, not many. Groups are drawn within
+    strata of label composition (:func:`_group_strata`): with every image its own group this is the
+    stratified image-level bootstrap, resample for resample (same draws for the same seed). Each resample
+    is reduced to counts per distinct score level (:func:`_metrics_from_level_counts`), so no resample is
+    ever sorted. Resamples are processed in chunks to bound memory on large test sets; the random draws
+    do not depend on which metrics are asked for, so one seed gives the same resamples for all of them.
     """
+    return _joint_draws([(y, score, threshold)], [group_index(groups, y.size)], n_boot, seed, names)[0]
+
+
+def _joint_draws(
+    arms: Sequence[tuple[NDArray[np.int64], NDArray[np.float64], float]],
+    gcols: Sequence[NDArray[np.int64]],
+    n_boot: int,
+    seed: int,
+    names: Sequence[str],
+) -> list[dict[str, NDArray[np.float64]]]:
+    """Metric values of several arms on the same ``n_boot`` group resamples (``gcols``: shared group ids)."""
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     rng = np.random.default_rng(seed)
-    levels, level_of = np.unique(score, return_inverse=True)  # levels ascending
-    n_levels = levels.size
-    pos_levels = level_of[y == 1]
-    neg_levels = level_of[y == 0]
-    called_positive = levels >= threshold  # per level: is a case at this score called positive?
-    out: dict[str, list[NDArray[np.float64]]] = {name: [] for name in names}
+    n_grp = int(max(int(g.max()) for g in gcols)) + 1
+    # a group's label composition over all arms (an image in several arms has one label)
+    y_all = np.concatenate([a[0] for a in arms])
+    g_all = np.concatenate(list(gcols))
+    strata = _group_strata(*_first_label_per_image(y_all, g_all))
+    prepared = [_Arm(y, s, g, t) for (y, s, t), g in zip(arms, gcols, strict=True)]
+    out: list[dict[str, list[NDArray[np.float64]]]] = [{name: [] for name in names} for _ in arms]
     # ~4M cells per count matrix per chunk: tens of MB whatever the test-set size.
-    chunk = max(1, min(n_boot, 4_000_000 // max(1, n_levels + y.size)))
-
-    def level_counts(levels_of_class: NDArray[np.int64], b: int) -> NDArray[np.float64]:
-        m = levels_of_class.size
-        if m == 0:
-            return np.zeros((b, n_levels))
-        draws = levels_of_class[rng.integers(0, m, size=(b, m))]
-        flat = draws + (np.arange(b) * n_levels)[:, None]
-        return np.bincount(flat.ravel(), minlength=b * n_levels).reshape(b, n_levels).astype(np.float64)
-
+    widest = max(a.n_levels + a.size for a in prepared)
+    chunk = max(1, min(n_boot, 4_000_000 // max(1, widest, n_grp)))
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
-        pos = level_counts(pos_levels, b)  # (b, levels): resampled positives at each score level
-        neg = level_counts(neg_levels, b)
-        values = _metrics_from_level_counts(pos, neg, called_positive, names)
-        for name in names:
-            out[name].append(values[name])
-    return {name: np.concatenate(parts) for name, parts in out.items()}
+        counts = _draw_group_counts(rng, strata, n_grp, b)  # (b, groups): how often each group is drawn
+        for arm, acc in zip(prepared, out, strict=True):
+            values = arm.draws(counts, names)
+            for name in names:
+                acc[name].append(values[name])
+    return [{name: np.concatenate(parts) for name, parts in acc.items()} for acc in out]
+
+
+def _first_label_per_image(y_all: NDArray[np.int64],
+                           g_all: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Labels and groups for stratifying: every (group, label) pair once (only a group's label composition
+    counts, and an image in both arms of a joint bootstrap must not count twice)."""
+    pairs = np.unique(g_all * 2 + y_all)
+    return (pairs % 2).astype(np.int64), (pairs // 2).astype(np.int64)
 
 
 def _percentile_ci(values: NDArray[np.float64], alpha: float) -> tuple[float, float]:
@@ -306,32 +398,73 @@ def bootstrap_ci(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    groups: ArrayLike | None = None,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval ``(lo, hi)`` at level ``1 - alpha`` for one metric.
 
-    Stratified by class (see :func:`_bootstrap_draws`); deterministic for a given seed; ``(nan,
-    nan)`` when the metric is undefined on every resample (e.g. AUROC with one class).
+    A cluster bootstrap over ``groups`` (one id per image, e.g. the manifest's duplicate group; ``None``:
+    every image its own group), stratified by class (see :func:`_bootstrap_draws`); deterministic for a
+    given seed; ``(nan, nan)`` when the metric is undefined on every resample (e.g. AUROC with one class).
     """
     if metric not in CI_METRICS:
         raise ValueError(f"no bootstrap for metric {metric!r}; choose from {', '.join(CI_METRICS)}")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     y_arr, s_arr = _validate(y, score)
-    draws = _bootstrap_draws(y_arr, s_arr, threshold, n_boot, seed, [metric])
+    draws = _bootstrap_draws(y_arr, s_arr, threshold, n_boot, seed, [metric], groups)
     return _percentile_ci(draws[metric], alpha)
 
 
 def metrics_with_ci(
-    y: ArrayLike, score: ArrayLike, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0
+    y: ArrayLike, score: ArrayLike, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0,
+    groups: ArrayLike | None = None,
 ) -> dict[str, float | list[float]]:
     """:func:`binary_metrics` plus ``"<name>_ci95": [lo, hi]`` for each of :data:`CI_METRICS`.
 
-    All intervals come from one shared set of resamples, and each equals what
-    :func:`bootstrap_ci` gives for that metric with the same seed.
+    All intervals come from one shared set of resamples (a cluster bootstrap over ``groups``, see
+    :func:`bootstrap_ci`), and each equals what :func:`bootstrap_ci` gives for that metric with the same
+    seed and groups.
     """
     y_arr, s_arr = _validate(y, score)
     result: dict[str, float | list[float]] = dict(binary_metrics(y_arr, s_arr, threshold))
-    draws = _bootstrap_draws(y_arr, s_arr, threshold, n_boot, seed, CI_METRICS)
+    draws = _bootstrap_draws(y_arr, s_arr, threshold, n_boot, seed, CI_METRICS, groups)
     for name in CI_METRICS:
         result[f"{name}_ci95"] = list(_percentile_ci(draws[name], 0.05))
     return result
+
+
+def joint_bootstrap_diff(
+    a: tuple[ArrayLike, ArrayLike, ArrayLike | None],
+    b: tuple[ArrayLike, ArrayLike, ArrayLike | None],
+    metric: str,
+    thresholds: tuple[float, float] = (0.5, 0.5),
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, tuple[float, float]]:
+    """``metric(a) - metric(b)`` and its percentile interval from a joint cluster bootstrap.
+
+    ``a`` and ``b`` are ``(y, score, groups)`` of two arms whose test sets share images (e.g. two
+    protocols scored on one test set, or a test set and a subset of it); group ids are shared between
+    the arms (``None``: the arm's images are each their own group, only sensible when both arms hold
+    the same images in the same order). Each resample draws groups once and scores both arms on the
+    images of the drawn groups, so what the arms share cancels in the per-resample difference: the
+    interval is narrower than two independent bootstraps would give when the arms are correlated.
+    """
+    if metric not in CI_METRICS:
+        raise ValueError(f"no bootstrap for metric {metric!r}; choose from {', '.join(CI_METRICS)}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    arms, raw = [], []
+    for (y, score, groups), t in zip((a, b), thresholds, strict=True):
+        y_arr, s_arr = _validate(y, score)
+        arms.append((y_arr, s_arr, float(t)))
+        raw.append(np.arange(y_arr.size).astype(str) if groups is None else np.asarray(groups).astype(str))
+        if raw[-1].shape != y_arr.shape:
+            raise ValueError(f"groups must be 1-D and aligned with y ({y_arr.size} entries)")
+    gcol = group_index(np.concatenate(raw), sum(r.size for r in raw))
+    cols = [gcol[: raw[0].size], gcol[raw[0].size:]]
+    da, db = _joint_draws(arms, cols, n_boot, seed, [metric])
+    point = binary_metrics(arms[0][0], arms[0][1], arms[0][2])[metric] - \
+        binary_metrics(arms[1][0], arms[1][1], arms[1][2])[metric]
+    return float(point), _percentile_ci(da[metric] - db[metric], alpha)
