@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "CI_METHOD",
     "CI_METRICS",
     "METRIC_NAMES",
     "binary_metrics",
@@ -62,6 +63,11 @@ CI_METRICS: tuple[str, ...] = (
 )
 
 _COUNT_KEYS = ("n", "tp", "fp", "tn", "fn")
+
+# What a record's ``ci_method`` says when its intervals come from the cluster bootstrap over
+# the manifest's duplicate groups. Records without the key have image-level intervals (every image its
+# own group), which is what a recomputation without groups gives.
+CI_METHOD = "stratified cluster bootstrap over the manifest's duplicate groups"
 
 
 def _validate(y: ArrayLike, score: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.float64]]:

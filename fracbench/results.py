@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import functools
+import hashlib
 import io
 import json
 import os
@@ -193,3 +194,28 @@ def find_records(results: str | Path) -> list[tuple[Path, dict[str, Any]]]:
         if rec is not None:
             out.append((p.parent, rec))
     return sorted(out, key=lambda t: (t[1].get("experiment", ""), t[1].get("seed", 0)))
+
+
+def manifest_rows(run: str | Path, sha256: str | None) -> list[dict[str, str]] | None:
+    """The rows of a record's manifest: the CSV under ``<results>/manifests/`` whose sha256 is the record's
+    ``manifest_sha256`` (``run`` is the record's folder, ``<results>/runs/<experiment>/seed<k>``); None when
+    it is not there."""
+    folder = Path(run).parent.parent.parent / "manifests"
+    for path in sorted(folder.glob("*.csv")) if sha256 and folder.is_dir() else []:
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() == sha256:
+            return list(csv.DictReader(data.decode("utf-8").splitlines()))
+    return None
+
+
+def prediction_groups(run: str | Path, record: dict[str, Any], split: str = "test") -> list[str] | None:
+    """The manifest's duplicate group of each ``split`` row of the record's predictions.csv, in file order
+    (the unit the cluster bootstrap resamples); None when the manifest or a row of it is missing."""
+    rows = manifest_rows(run, record.get("manifest_sha256"))
+    if rows is None or not (Path(run) / PREDICTIONS).exists():
+        return None
+    group = {r["id"]: r["group"] for r in rows}
+    ids = [p["id"] for p in read_predictions(Path(run)) if p["split"] == split]
+    if any(i not in group for i in ids):
+        return None
+    return [group[i] for i in ids]

@@ -31,7 +31,7 @@ from fracbench.config import TrainConfig
 from fracbench.data.cache import DecodedCache
 from fracbench.io import atomic_write_bytes
 from fracbench.loader import AUGMENTS, BatchLoader, random_flip
-from fracbench.metrics import binary_metrics, choose_threshold, metrics_with_ci
+from fracbench.metrics import CI_METHOD, binary_metrics, choose_threshold, metrics_with_ci, n_groups
 from fracbench.progress import console, is_quiet
 from fracbench.protocols import PROTOCOLS, Protocol, jpg_count
 
@@ -636,8 +636,10 @@ def _finish(cfg, protocol, model, device, state, val_loader, test_loader, test_c
         threshold_source = f"validation ({cfg.threshold_method})"
     else:
         threshold, threshold_source = 0.5, "argmax of the two logits (0.5)"
+    # copies of one image are one unit of evidence: CIs resample the manifest's duplicate groups
+    test_groups = [cache.manifest.rows[i].group for i in test_rows]
     metrics: dict[str, Any] = {"test": metrics_with_ci(test_labels, test_scores, threshold=threshold,
-                                                       n_boot=cfg.n_boot, seed=cfg.seed)}
+                                                       n_boot=cfg.n_boot, seed=cfg.seed, groups=test_groups)}
     if val is not None:
         metrics["val"] = binary_metrics(val["labels"], val["scores"], threshold=threshold)
     correct = int(((test_scores >= 0.5).astype(int) == test_labels).sum())
@@ -666,8 +668,10 @@ def _finish(cfg, protocol, model, device, state, val_loader, test_loader, test_c
         "threshold": threshold,
         "threshold_source": threshold_source,
         "metrics": metrics,
+        "ci_method": CI_METHOD,  # how metrics.test.*_ci95 were drawn (absent: image-level bootstrap)
         "counts": {"train": int(len(train_rows(cfg, cache))), "val": int(len(val_loader.rows)),
-                   "test": int(len(test_rows)), "test_denominator": int(test_count)},
+                   "test": int(len(test_rows)), "test_denominator": int(test_count),
+                   "test_groups": n_groups(test_groups, len(test_groups))},
 
         "params": int(params),
         "flops_per_image": int(flops),

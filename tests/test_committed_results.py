@@ -19,6 +19,7 @@ import csv
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -107,10 +108,17 @@ def test_the_checks_pass_on_a_fresh_record_and_catch_a_changed_one(tmp_path: Pat
     from fracbench.train import fit
 
     generate(SyntheticSpec(count=120, size=48, seed=4), tmp_path / "data")
-    cache = build_cache(prepare("synthetic", tmp_path / "data", progress=False).manifest, 32, progress=False)
+    manifest = prepare("synthetic", tmp_path / "data", progress=False).manifest
+    # two copies per group (the synthetic set has none), so a record with image-level CIs would fail
+    test_rows = [r.id for r in manifest.rows if r.split == "test"]
+    manifest.rows = [replace(r, group=f"pair{test_rows.index(r.id) // 2}") if r.split == "test" else r
+                     for r in manifest.rows]
+    manifest.write(tmp_path / "manifests" / "synthetic.csv")
+    cache = build_cache(manifest, 32, progress=False)
     cfg = TrainConfig(model="tiny_cnn", image_size=32, epochs=2, batch_size=16, n_boot=100, protocol=protocol, seed=3)
     run = tmp_path / "runs" / "x" / "seed3"
     fit(cfg, cache, run, experiment="x", progress=False)
+    assert _load(run / "record.json")["counts"]["test_groups"] < _load(run / "record.json")["counts"]["test"]
     check_recomputes(run / "record.json")
     check_intervals(run / "record.json")
     text = (run / "predictions.csv").read_text().splitlines()
@@ -146,11 +154,17 @@ def check_recomputes(path: Path) -> None:
 
 def check_intervals(path: Path) -> None:
     from fracbench.metrics import metrics_with_ci
+    from fracbench.results import prediction_groups
 
     rec = _load(path)
     y, s = _predictions(path.parent, "test")
+    # records that say ci_method resampled their manifest's duplicate groups; older ones resampled images
+    groups = None
+    if rec.get("ci_method"):
+        groups = prediction_groups(path.parent, rec)
+        assert groups is not None, f"{path}: {rec['ci_method']}, but its manifest is not under results/*/manifests"
     again = metrics_with_ci(y, s, threshold=float(rec["threshold"]), n_boot=int(rec["config"]["n_boot"]),
-                            seed=int(rec["config"]["seed"]))
+                            seed=int(rec["config"]["seed"]), groups=groups)
     test = rec["metrics"]["test"]
     for key in sorted(k for k in test if k.endswith("_ci95")):
         assert np.allclose(test[key], again[key], rtol=0, atol=POINT_TOL, equal_nan=True), (key, test[key], again[key])

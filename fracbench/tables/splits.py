@@ -130,20 +130,10 @@ def copy_subsets(r: Run) -> dict[str, dict[str, Any]] | None:
     the record's predictions.csv at the record's threshold, so the numbers recompute from committed files.
     None when the manifest or the predictions are not there.
     """
-    import csv
-    import hashlib
-
     from fracbench import results as R
     from fracbench.tables.claims import wilson_ci
 
-    want = r.record.get("manifest_sha256")
-    folder = r.dir.parent.parent.parent / "manifests"
-    rows = None
-    for path in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() == want:
-            rows = list(csv.DictReader(data.decode("utf-8").splitlines()))
-            break
+    rows = R.manifest_rows(r.dir, r.record.get("manifest_sha256"))
     if rows is None or not (r.dir / R.PREDICTIONS).exists():
         return None
     train_groups = {row["group"] for row in rows if row["split"] == "train"}
