@@ -11,7 +11,7 @@ from fracbench import results as R
 from fracbench.tables import Claim, claims_table, load_runs
 from fracbench.tables.claims import (
     LOSS_RELATIVE_TOLERANCE,
-    MIN_TEST_IMAGES,
+    MIN_TEST_GROUPS,
     Evidence,
     judge,
     scale_to_jpg_count,
@@ -56,9 +56,9 @@ def test_accuracy_is_not_reproduced_without_balanced_accuracy() -> None:
 
 
 def test_too_few_test_images_is_no_evidence() -> None:
-    ev = Evidence(value=0.5, interval=(0.3, 0.7), n_images=MIN_TEST_IMAGES - 1, balanced=0.5, majority=0.5)
+    ev = Evidence(value=0.5, interval=(0.3, 0.7), n_images=MIN_TEST_GROUPS - 1, balanced=0.5, majority=0.5)
     assert judge("accuracy", 0.55, ev).verdict == "no evidence"
-    ev = Evidence(value=0.5, interval=(0.45, 0.55), n_images=MIN_TEST_IMAGES, balanced=0.5, majority=0.5)
+    ev = Evidence(value=0.5, interval=(0.45, 0.55), n_images=MIN_TEST_GROUPS, balanced=0.5, majority=0.5)
     assert judge("accuracy", 0.52, ev).verdict == "reproduced"
 
 

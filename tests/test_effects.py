@@ -11,7 +11,7 @@ from test_tables import EXPERIMENTS, fake_run
 from fracbench import results as R
 from fracbench.inflation import jpg_denominator_effect, selection_decomposition
 from fracbench.tables import load_runs, protocol_table
-from fracbench.tables.claims import MIN_TEST_IMAGES
+from fracbench.tables.claims import MIN_TEST_GROUPS
 from fracbench.tables.effects import MIN_SEEDS, pair_effect, seed_effect, t975
 from fracbench.tables.leak import leak_effect
 
@@ -32,10 +32,10 @@ def test_effect_whose_ci_includes_zero_is_no_evidence() -> None:
 
 def test_too_few_seeds_or_images_is_no_evidence() -> None:
     assert seed_effect([0.1] * (MIN_SEEDS - 1), 500).cell().startswith("no evidence (2 seed(s)")
-    e = seed_effect([0.30, 0.31, 0.32], MIN_TEST_IMAGES - 1)
-    assert not e.evidence and f"{MIN_TEST_IMAGES - 1} test images" in e.cell()
+    e = seed_effect([0.30, 0.31, 0.32], MIN_TEST_GROUPS - 1)
+    assert not e.evidence and f"{MIN_TEST_GROUPS - 1} test groups" in e.cell()
     # the example: AUROC 0.14 vs 0.11 on 32 test images is not "+33.87 points" of anything
-    assert pair_effect(0.4787, [0.3, 0.6], 0.14, [0.1, 0.2], 32).cell().startswith("no evidence (32 test images")
+    assert pair_effect(0.4787, [0.3, 0.6], 0.14, [0.1, 0.2], 32).cell().startswith("no evidence (32 test groups")
     assert pair_effect(0.9, [0.85, 0.95], 0.5, [0.45, 0.55], 500).evidence
     assert not pair_effect(0.9, [0.5, 0.95], 0.5, [0.45, 0.55], 500).evidence
 
@@ -79,4 +79,4 @@ def test_leak_effect_on_few_images_is_no_evidence(tmp_path: Path) -> None:
         R.write_record(d, {k: v for k, v in rec.items() if k != "schema_version"})
     runs = {r.experiment: r for r in load_runs(res)}
     cell = leak_effect([runs["paper_cnn_as_published"]], [runs["paper_cnn_honest"]], "balanced_accuracy")
-    assert cell.startswith("no evidence (32 test images")
+    assert cell.startswith("no evidence (32 test groups")

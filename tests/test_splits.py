@@ -24,7 +24,7 @@ from fracbench.cli import main
 from fracbench.metrics import metrics_with_ci
 from fracbench.report import write_report, write_reports
 from fracbench.tables import load_claims, load_runs, write_cross_tables
-from fracbench.tables.claims import MIN_TEST_IMAGES, SPLIT_VERDICTS, Evidence, judge_splits, reaches
+from fracbench.tables.claims import MIN_TEST_GROUPS, SPLIT_VERDICTS, Evidence, judge_splits, reaches
 from fracbench.tables.effects import independent_effect
 from fracbench.tables.splits import SPLIT_ROWS
 
@@ -41,7 +41,8 @@ def split_run(results: Path, experiment: str, split: str, protocol: str, accurac
     # a correct call lands on the label's side of the threshold, a wrong one on the other side
     score = np.where(correct == (y == 1), threshold + 0.01 + u, threshold - 0.01 - u).clip(0, 1)
     d = R.run_dir(results, experiment, seed)
-    R.write_predictions(d, [(f"img{i}", "test", int(y[i]), float(score[i])) for i in range(n)])
+    # each split its own test images (the two protocols of one split share them)
+    R.write_predictions(d, [(f"img{i}" if split == "published" else f"{split}-img{i}", "test", int(y[i]), float(score[i])) for i in range(n)])
     metrics = metrics_with_ci(y, score, threshold, n_boot=300, seed=0)
     leak: dict[str, Any] = {"split": split, "split_title": split, "test_images": n,
                             "test_exact_in_train": exact, "test_exact_in_train_share": exact / n,
@@ -142,13 +143,13 @@ def test_reaches_is_inside_or_below_the_interval() -> None:
     assert reaches(0.998, _ev(0.9995, 0.999, 1.0)) is True  # the run does better than the claim
     assert reaches(0.998, _ev(0.997, 0.996, 0.998)) is True  # the upper bound itself
     assert reaches(0.998, _ev(0.997, 0.996, 0.9979)) is False
-    assert reaches(0.998, _ev(0.999, 0.99, 1.0, n=MIN_TEST_IMAGES - 1)) is None
+    assert reaches(0.998, _ev(0.999, 0.99, 1.0, n=MIN_TEST_GROUPS - 1)) is None
 
 
 def test_judge_splits_without_enough_evidence() -> None:
     paper, leaky = 0.998, _ev(0.999, 0.997, 1.0)
     assert judge_splits(paper, Evidence(problem="x not run"), []).verdict == "not run"
-    small = _ev(0.5, 0.4, 0.6, n=MIN_TEST_IMAGES - 1)
+    small = _ev(0.5, 0.4, 0.6, n=MIN_TEST_GROUPS - 1)
     assert judge_splits(paper, small, [("g", leaky)]).verdict == "no evidence"
     # the published split reaches it but the grouped one cannot say: copies are not shown to be needed
     assert judge_splits(paper, leaky, [("g", small)]).verdict == "no evidence"
@@ -165,8 +166,8 @@ def test_independent_effect_normal_approximation() -> None:
     assert e.cell() == f"+20.00 points [95% CI {100 * e.ci[0]:+.2f}, {100 * e.ci[1]:+.2f}]"
     overlap = independent_effect(0.80, [0.70, 0.90], 0.75, [0.65, 0.85], 300)
     assert not overlap.evidence and overlap.cell().startswith("no evidence (the CI includes zero")
-    assert independent_effect(0.9, [0.89, 0.91], 0.5, [0.49, 0.51], MIN_TEST_IMAGES - 1).cell().startswith(
-        f"no evidence ({MIN_TEST_IMAGES - 1} test images")
+    assert independent_effect(0.9, [0.89, 0.91], 0.5, [0.49, 0.51], MIN_TEST_GROUPS - 1).cell().startswith(
+        f"no evidence ({MIN_TEST_GROUPS - 1} test groups")
     assert not independent_effect(0.9, None, 0.5, [0.49, 0.51], 300).evidence
 
 
@@ -228,7 +229,7 @@ def test_leak_splits_table_numbers(tree: tuple[Path, Path], tmp_path: Path) -> N
     ext = next(r for r in rows if r["split"].startswith("grouped − external"))
     assert ext["fracbench test accuracy [95% CI]"].startswith("+18.00 points [95% CI")
     md = (tmp_path / "out" / "leak_splits.md").read_text()
-    assert "normal-approximation 95% CI" in md and "no paired bootstrap" in md
+    assert "normal-approximation 95% CI" in md and "joint bootstrap over duplicate groups" in md
 
 
 def test_leak_splits_effect_without_evidence(tmp_path: Path) -> None:

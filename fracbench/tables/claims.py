@@ -18,7 +18,8 @@ Rules (each is a reviewer's objection made into code):
 - An accuracy is never called reproduced unless the same run's balanced accuracy and majority-class
   accuracy are known (they stand beside it in the table); a sensitivity or specificity is not reproduced
   when the other rate is far below the paper's (a model that never calls "fractured" has specificity 1).
-- A test claim judged on fewer than :data:`MIN_TEST_IMAGES` test images reads "no evidence".
+- A test claim judged on fewer than :data:`MIN_TEST_GROUPS` independent test groups reads "no evidence".
+  Copies of one radiograph are one unit of evidence: 200 images in 5 duplicate groups are 5, not 200.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "LOSS_RELATIVE_TOLERANCE",
+    "MIN_TEST_GROUPS",
     "MIN_TEST_IMAGES",
     "ONE_SIDED_MARGIN",
     "TRAIN_FIT_METRICS",
@@ -40,12 +42,15 @@ __all__ = [
     "judge_splits",
     "reaches",
     "scale_to_jpg_count",
+    "too_few",
     "wilson_ci",
 ]
 
-# Fewer test images than this and a test-set number is no evidence either way (a 95% interval on 100
-# images is still about ±8 points wide at 50%).
-MIN_TEST_IMAGES = 100
+# Fewer independent test groups than this and a test-set number is no evidence either way (a 95% interval
+# on 100 independent images is still about ±8 points wide at 50%). A group is a duplicate group of the
+# manifest (an image and its exact or near copies); copies add images, not evidence.
+MIN_TEST_GROUPS = 100
+MIN_TEST_IMAGES = MIN_TEST_GROUPS  # the old name; it always meant independent images, i.e. groups
 # A loss matches when it is within this fraction of the paper's loss (0.2: 0.0062 matches 0.0050-0.0074).
 LOSS_RELATIVE_TOLERANCE = 0.2
 # sensitivity/specificity: reproduced only if balanced accuracy is not more than this below the paper's rate
@@ -76,6 +81,7 @@ class Evidence:
     balanced: float | None = None  # balanced accuracy of the same checkpoint (mean over seeds)
     majority: float | None = None  # majority-class accuracy of the same test split
     problem: str = ""  # why there is no value
+    n_groups: int | None = None  # distinct duplicate groups behind the number (None: n_images, no copies known)
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,17 @@ def _loss_matches(value: float, paper: float, interval: tuple[float, float] | No
     return abs(value - paper) <= LOSS_RELATIVE_TOLERANCE * abs(paper) + 1e-12
 
 
+def too_few(ev: Evidence) -> str:
+    """Why ``ev``'s test set is too small to be evidence ("" when it is not): fewer than
+    :data:`MIN_TEST_GROUPS` distinct groups (its images when no groups are known)."""
+    groups = ev.n_groups if ev.n_groups is not None else ev.n_images
+    if groups is None or groups >= MIN_TEST_GROUPS:
+        return ""
+    if ev.n_images is not None and ev.n_images != groups:
+        return f"only {groups} independent test groups in {ev.n_images} images (fewer than {MIN_TEST_GROUPS} groups)"
+    return f"only {groups} test images (fewer than {MIN_TEST_GROUPS})"
+
+
 def judge(metric: str, paper: float, ev: Evidence) -> Verdict:
     """The verdict on a model_result claim (``metric`` as in claims.yaml) given fracbench's evidence."""
     train = metric in TRAIN_FIT_METRICS
@@ -144,9 +161,8 @@ def judge(metric: str, paper: float, ev: Evidence) -> Verdict:
             how = f"inside fracbench's {ev.interval_kind}" if ok else \
                 f"fracbench {_diff(metric, diff)}, outside the {ev.interval_kind}"
         return Verdict(category, "train fit matches" if ok else "train fit differs", f"{how}; {tag}")
-    if ev.n_images is not None and ev.n_images < MIN_TEST_IMAGES:
-        return Verdict(category, "no evidence", f"only {ev.n_images} test images (fewer than {MIN_TEST_IMAGES}): "
-                                                f"fracbench {ev.value:.4f} says nothing either way")
+    if too_few(ev):
+        return Verdict(category, "no evidence", f"{too_few(ev)}: fracbench {ev.value:.4f} says nothing either way")
     if _is_loss(metric):
         if _loss_matches(ev.value, paper, ev.interval):
             return Verdict(category, "reproduced", f"within {LOSS_RELATIVE_TOLERANCE:.0%} of the paper's loss")
@@ -178,8 +194,8 @@ def _usable(ev: Evidence) -> str:
     """Why ``ev`` cannot say whether a split reaches a value ("" when it can)."""
     if ev.value is None:
         return ev.problem or "not run"
-    if ev.n_images is not None and ev.n_images < MIN_TEST_IMAGES:
-        return f"only {ev.n_images} test images (fewer than {MIN_TEST_IMAGES})"
+    if too_few(ev):
+        return too_few(ev)
     if ev.interval is None:
         return "no 95% interval"
     if ev.balanced is None or ev.majority is None:

@@ -11,7 +11,7 @@ from fracbench.experiments import Experiment
 from fracbench.inflation import jpg_denominator_effect
 from fracbench.tables.claims import (
     LOSS_RELATIVE_TOLERANCE,
-    MIN_TEST_IMAGES,
+    MIN_TEST_GROUPS,
     Evidence,
     judge,
     scale_to_jpg_count,
@@ -32,6 +32,7 @@ from fracbench.tables.inputs import (
     _jpg_warnings,
     _used_runs,
     check_manifests,
+    min_test_groups,
     paper_claim,
 )
 from fracbench.tables.leak import _by_seed_diff, _leak_runs
@@ -90,6 +91,7 @@ def _reproduce(claim: Claim, runs: Sequence[Run], exp: Experiment | None) -> _Re
             return _Reproduced(Evidence(problem=f"{claim.experiment} seed {seed} (row {claim.run}) was not run"))
     test_metric = not claim.metric.startswith("train")
     n_test = min((n for r in runs if (n := _n_images(r, "test")) is not None), default=None) if test_metric else None
+    n_groups = min_test_groups(runs) if test_metric else None
     accuracy = claim.metric in ("accuracy", "test_accuracy")
     if claim.metric in EPOCH_METRICS:
         pairs = []  # (run, value)
@@ -119,7 +121,7 @@ def _reproduce(claim: Claim, runs: Sequence[Run], exp: Experiment | None) -> _Re
         balanced = _mean([r.test.get("balanced_accuracy") for r in at_sel]) if len(at_sel) == len(pairs) else None
         majority = _mean(majority_values) if test_metric else None
         ev = Evidence(mean, interval, kind, n_test if test_metric else _n_images(pairs[0][0], claim.metric),
-                      balanced if accuracy else None, majority)
+                      balanced if accuracy else None, majority, n_groups=n_groups)
         return _Reproduced(ev, cell, _split_value(majority_values) if test_metric else DASH,
                            _num(balanced) if accuracy and balanced is not None else DASH)
     if claim.metric in RECORD_METRICS:
@@ -149,7 +151,7 @@ def _reproduce(claim: Claim, runs: Sequence[Run], exp: Experiment | None) -> _Re
         if interval:
             cell += f" [{_num(interval[0])}, {_num(interval[1])}]"
         balanced = _mean([r.test.get("balanced_accuracy") for r in runs])
-        ev = Evidence(mean, interval, "95% bootstrap CI", n_test, balanced, _mean(majority_values))
+        ev = Evidence(mean, interval, "95% bootstrap CI", n_test, balanced, _mean(majority_values), n_groups=n_groups)
         return _Reproduced(ev, cell, _split_value(majority_values) if accuracy else DASH,
                            _mean_sd([r.test.get("balanced_accuracy") for r in runs]) if accuracy else DASH)
     return _Reproduced(Evidence(problem=f"metric {claim.metric} has no counterpart in a record"))
@@ -215,8 +217,8 @@ def claims_table(runs: Sequence[Run], experiments: Any, claims: Sequence[Claim |
              "reported checkpoint's epoch.",
              "reproduced (a rate): the paper's number lies inside that interval; an accuracy only with the same "
              "checkpoint's balanced accuracy and majority-class accuracy beside it. A loss: within "
-             f"{LOSS_RELATIVE_TOLERANCE:.0%} of the paper's (relative). no evidence: fewer than {MIN_TEST_IMAGES} "
-             "test images, no interval, or an accuracy whose balanced accuracy is unknown. not comparable: a "
+             f"{LOSS_RELATIVE_TOLERANCE:.0%} of the paper's (relative). no evidence: fewer than {MIN_TEST_GROUPS} "
+             "independent test groups (copies of one image count once), no interval, or an accuracy whose balanced accuracy is unknown. not comparable: a "
              "dataset fact, a number quoted from another work (fracbench's stand-in is shown for orientation only), "
              "or an experiment or epoch that was not run.",
              "Accuracy of an as-published run is counted as the tutorial counts it (correct / number of .jpg test "
@@ -293,8 +295,7 @@ def _effect_row(c: Claim, paper: str, exps: Mapping[str, Experiment], by_exp: Ma
     if not rs:
         return [*head, DASH, DASH, DASH, "not comparable", f"{exp.name} was not run"]
     vals = [r.record["protocol_effects"].get(c.effect) for r in rs]
-    n_test = min(int((r.record.get("counts") or {}).get("test", 0)) for r in rs)
-    cell = seed_effect(vals, n_test).cell()
+    cell = seed_effect(vals, min_test_groups(rs)).cell()
     what = {"test_selection": "choosing the checkpoint on test accuracy instead of validation AUROC (both the data and "
                               "the criterion change; the protocol table shows them apart)",
             "test_time_flip": "the random flip at test time",

@@ -72,6 +72,25 @@ class Run:
         return (self.record.get("metrics") or {}).get("test") or {}
 
 
+def test_groups(r: Run) -> int | None:
+    """Distinct duplicate groups among a run's test images, the units of evidence (claims.MIN_TEST_GROUPS):
+    the record's ``counts.test_groups``; for older records, counted from its manifest and predictions.csv;
+    else its test image count (no copies known: every image its own group)."""
+    counts = r.record.get("counts") or {}
+    if isinstance(counts.get("test_groups"), int):
+        return int(counts["test_groups"])
+    groups = R.prediction_groups(r.dir, r.record) if r.dir is not None else None
+    if groups is not None:
+        return len(set(groups))
+    n = counts.get("test")
+    return int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) else None
+
+
+def min_test_groups(runs: Iterable[Run]) -> int | None:
+    """The fewest test groups over ``runs`` (None when none is known)."""
+    return min((n for r in runs if (n := test_groups(r)) is not None), default=None)
+
+
 def load_runs(results: Path) -> list[Run]:
     """Every run under ``results/runs``, sorted by experiment then seed."""
     return [Run(d, rec, R.read_epochs(d)) for d, rec in R.find_records(results)]

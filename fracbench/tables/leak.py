@@ -16,8 +16,10 @@ from fracbench.tables.inputs import (
     _experiments,
     _failed_notes,
     _provenance,
+    min_test_groups,
     paper_claim,
 )
+from fracbench.tables.paired import accuracy_balance_note, one_seed_effect
 from fracbench.tables.render import DASH, Table, _finite, _mean_sd, _paper, _points, _split_value
 
 # --------------------------------------------------------------------------------------------
@@ -109,7 +111,7 @@ def leak_table(runs: Sequence[Run], experiments: Any, claims: Sequence[Claim] | 
              "every image is counted); honest, at the validation threshold with the checkpoint chosen on validation "
              "AUROC. Balanced accuracy and majority-class accuracy (always answering the commoner class) stand "
              "beside it.",
-             "(a) − (b): mean ± sd over seeds of the per-seed differences in percentage points with a 95% t-interval; one seed: judged by whether the two runs' 95% bootstrap CIs overlap. 'no evidence' when the interval includes zero, the CIs overlap, fewer than 3 seeds ran (with no CIs) or the test set has fewer than 100 images. paper − (a): how far the leaky "
+             "(a) − (b): mean ± sd over seeds of the per-seed differences in percentage points with a 95% t-interval; one seed: a joint bootstrap over duplicate groups where the two test sets share images, else whether the two runs' 95% bootstrap CIs overlap; no accuracy difference where the fractured shares differ by more than 0.05 (see AUROC). 'no evidence' when the interval includes zero, the CIs overlap, fewer than 3 seeds ran (with no CIs) or the test set has fewer than 100 independent groups (copies of one source image count once). paper − (a): how far the leaky "
              f"split still is from the paper's {PAPER_TEST_ACCURACY}."] + notes
     notes += _failed_notes(failed, [f"{e.name}__{s}_{p}" for e in leak_exps for s, p in _LEAK_VARIANTS])
     return Table("leak", "Leak demonstration: rotated copies split at image level vs by source image (fracbench)",
@@ -125,7 +127,9 @@ def _metric(r: Run, metric: str) -> float | None:
 
 def leak_effect(a: Sequence[Run], b: Sequence[Run], metric: str) -> str:
     """(a) − (b) for ``metric``: over seeds with a 95% CI, or for one seed from the runs' own CIs; else no evidence."""
-    n_test = min((int((r.record.get("counts") or {}).get("test", 0)) for r in [*a, *b]), default=None)
+    n_test = min_test_groups([*a, *b])  # independent groups, not images: copies count once
+    if metric == "accuracy" and (why := accuracy_balance_note(a, b)):
+        return why
     diffs = _by_seed_diff(a, b, lambda r: _metric(r, metric))
     if len(diffs) == 1:
         ra = a[0] if len(a) == 1 else next(r for r in a if r.seed in {x.seed for x in b})
@@ -134,5 +138,6 @@ def leak_effect(a: Sequence[Run], b: Sequence[Run], metric: str) -> str:
         if va is not None and vb is not None:
             ci_key = f"{metric}_ci95"
             # the accuracy CI is over every image; as-published counts may differ (see the jpg note)
-            return pair_effect(va, ra.test.get(ci_key), vb, rb.test.get(ci_key), n_test).cell()
+            return one_seed_effect(ra, rb, metric, n_test, lambda: pair_effect(
+                va, ra.test.get(ci_key), vb, rb.test.get(ci_key), n_test)).cell()
     return seed_effect(diffs, n_test).cell()

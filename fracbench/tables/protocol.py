@@ -24,6 +24,7 @@ from fracbench.tables.inputs import (
     _provenance,
     _used_runs,
     check_manifests,
+    min_test_groups,
 )
 from fracbench.tables.render import DASH, Table, _mean_sd, _points, _split_value
 
@@ -38,8 +39,8 @@ def _decomposed(r: Run) -> dict[str, Any]:
 
 
 def _n_test(rs: Sequence[Run]) -> int | None:
-    ns = [int((r.record.get("counts") or {}).get("test", 0)) for r in rs]
-    return min(ns) if ns else None
+    """The fewest independent test groups over the runs (what MIN_TEST_GROUPS counts)."""
+    return min_test_groups(rs)
 
 
 def protocol_table(runs: Sequence[Run], experiments: Any) -> Table:
@@ -113,7 +114,7 @@ def protocol_table(runs: Sequence[Run], experiments: Any) -> Table:
              "reports) minus the honest one.",
              "Effect over seeds: mean ± sd of the per-seed differences in points with a 95% t-interval of the "
              "mean; 'no evidence' when the interval includes zero, fewer than 3 seeds ran, or the test set has "
-             "fewer than 100 images. Majority-class accuracy (always answering the commoner class) stands beside.",
+             "fewer than 100 independent test groups (copies of one image count once). Majority-class accuracy (always answering the commoner class) stands beside.",
              "(iii) the .jpg denominator, per dataset: rows '.jpg denominator on <dataset>' take every as-published "
              "record's correct/.jpg count minus correct/images on that dataset's real test folder (0 where every "
              "test file is a .jpg). The illustration columns score a synthetic copy of the test folder with a "

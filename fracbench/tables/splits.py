@@ -28,8 +28,9 @@ from typing import Any
 
 from fracbench.tables.claims import Evidence, judge_splits
 from fracbench.tables.claims_table import claims_table
-from fracbench.tables.effects import independent_effect
-from fracbench.tables.inputs import Claim, Run, _complete
+from fracbench.tables.effects import Effect, independent_effect
+from fracbench.tables.inputs import Claim, Run, _complete, min_test_groups
+from fracbench.tables.paired import accuracy_balance_note, one_seed_effect
 from fracbench.tables.render import DASH, Table, _ci_cell, _finite, _num, _split_value
 
 __all__ = ["ANATOMY_DATASET", "SPLITS", "SPLIT_ROWS", "is_split_run", "leak_splits_table", "split_claims_table",
@@ -83,10 +84,15 @@ def _interval(runs: Sequence[Run], metric: str) -> tuple[float | None, tuple[flo
     return statistics.fmean(points), (min(float(c[0]) for c in ok), max(float(c[1]) for c in ok))
 
 
-def _n_test(runs: Sequence[Run]) -> int | None:
+def _n_images(runs: Sequence[Run]) -> int | None:
     ns = [int(n) for r in runs if isinstance(n := (r.record.get("counts") or {}).get("test",
                                                    (r.record.get("leak") or {}).get("test_images")), (int, float))]
     return min(ns) if ns else None
+
+
+def _n_test(runs: Sequence[Run]) -> int | None:
+    """The fewest independent test groups over the runs (copies of one image count once)."""
+    return min_test_groups(runs) if runs else None
 
 
 def split_evidence(runs: Sequence[Run], name: str) -> Evidence:
@@ -98,8 +104,8 @@ def split_evidence(runs: Sequence[Run], name: str) -> Evidence:
         return Evidence(problem=f"accuracy undefined in {name}'s records")
     bal = _finite(r.test.get("balanced_accuracy") for r in runs)
     maj = _finite(r.test.get("majority_accuracy") for r in runs)
-    return Evidence(value, interval, "95% bootstrap CI", _n_test(runs), statistics.fmean(bal) if bal else None,
-                    statistics.fmean(maj) if maj else None)
+    return Evidence(value, interval, "95% bootstrap CI", _n_images(runs), statistics.fmean(bal) if bal else None,
+                    statistics.fmean(maj) if maj else None, n_groups=_n_test(runs))
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,12 +120,22 @@ def _copies(infos: Sequence[Mapping[str, Any]], key: str) -> str:
 
 
 def _effect(a: Sequence[Run], b: Sequence[Run], metric: str) -> str:
+    """a - b under the one effect rule: a joint cluster bootstrap where one run per arm shares test images,
+    else independent estimates; no accuracy difference between test sets of different class balance."""
     va, ca = _interval(a, metric)
     vb, cb = _interval(b, metric)
     if va is None or vb is None:
         return DASH
+    if metric == "accuracy" and (why := accuracy_balance_note(a, b)):
+        return why
     n = min((n for n in (_n_test(a), _n_test(b)) if n is not None), default=None)
-    return independent_effect(va, ca, vb, cb, n).cell()
+
+    def independent() -> Effect:
+        return independent_effect(va, ca, vb, cb, n)
+
+    if len(a) == 1 and len(b) == 1:
+        return one_seed_effect(a[0], b[0], metric, n, independent).cell()
+    return independent().cell()
 
 
 def copy_subsets(r: Run) -> dict[str, dict[str, Any]] | None:
@@ -138,6 +154,7 @@ def copy_subsets(r: Run) -> dict[str, dict[str, Any]] | None:
         return None
     train_groups = {row["group"] for row in rows if row["split"] == "train"}
     copied = {row["id"] for row in rows if row["split"] == "test" and row["group"] in train_groups}
+    group_of = {row["id"]: row["group"] for row in rows}
     threshold = float(r.record.get("threshold", 0.5))
     out: dict[str, dict[str, Any]] = {}
     preds = [p for p in R.read_predictions(r.dir) if p["split"] == "test"]
@@ -146,7 +163,7 @@ def copy_subsets(r: Run) -> dict[str, dict[str, Any]] | None:
         correct = sum(int(p["score"] >= threshold) == p["label"] for p in sub)
         per_class = [[int(p["score"] >= threshold) == p["label"] for p in sub if p["label"] == c] for c in (0, 1)]
         pos = sum(p["label"] for p in sub)
-        out[name] = {"n": len(sub), "correct": correct, "accuracy": correct / len(sub) if sub else None,
+        out[name] = {"n": len(sub), "groups": len({group_of.get(p["id"], p["id"]) for p in sub}), "correct": correct, "accuracy": correct / len(sub) if sub else None,
                      "accuracy_ci95": wilson_ci(correct, len(sub)) if sub else None,
                      "balanced_accuracy": (sum(sum(k) / len(k) for k in per_class) / 2
                                            if all(per_class) else None),
@@ -168,7 +185,7 @@ def copies_evidence(runs: Sequence[Run]) -> Evidence | None:
                     (min(c["accuracy_ci95"][0] for c in cells), max(c["accuracy_ci95"][1] for c in cells)),
                     "95% Wilson CI", min(c["n"] for c in cells),
                     statistics.fmean(bal) if all(b is not None for b in bal) else None,
-                    statistics.fmean(c["majority_accuracy"] for c in cells))
+                    statistics.fmean(c["majority_accuracy"] for c in cells), n_groups=min(c["groups"] for c in cells))
 
 
 def _subset_rows(label: str, protocol: str, rs: Sequence[Run], n_columns: int) -> list[list[str]]:
@@ -185,8 +202,8 @@ def _subset_rows(label: str, protocol: str, rs: Sequence[Run], n_columns: int) -
                 cells.append("no test images")
             else:
                 lo, hi = c["accuracy_ci95"]
-                cells.append(f"{c['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]" + (" (no evidence: fewer than 100 images)"
-                                                                          if c["n"] < 100 else ""))
+                cells.append(f"{c['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]" + (" (no evidence: fewer than 100 test groups)"
+                                                                          if c["groups"] < 100 else ""))
         row = [label, f"  published split, test images {name}", protocol.replace("_", " "), DASH,
                ", ".join(str(r.seed) for r in rs), ", ".join(str(s[name]["n"]) for s in subsets), DASH, DASH, DASH,
                "; ".join(cells)]
@@ -251,10 +268,13 @@ def leak_splits_table(runs_by_dataset: Mapping[str, Sequence[Run]], *, expect: S
              "Indented rows: the published-split record's accuracy on its test images that have an exact or near copy "
              "in train and on those that do not (from the record's manifest and predictions.csv at its threshold; "
              "Wilson 95% CI). A test set made of copies scores what the first row scores.",
-             "Differences (a − b, in points): the rows have different test sets, so no paired bootstrap; the "
-             "difference of the two independent estimates with a normal-approximation 95% CI, each standard error "
-             "read off its row's 95% CI as (hi − lo) / 3.92. 'no evidence' when that CI includes zero or a test "
-             "set has fewer than 100 images."] + notes
+             "Differences (a − b, in points), one effect rule: one seed per row and test sets that share images: "
+             "a joint bootstrap over duplicate groups (the same groups drawn for both rows, the difference taken "
+             "per resample); otherwise the difference of the two independent estimates with a "
+             "normal-approximation 95% CI, each standard error read off its row's 95% CI as (hi − lo) / 3.92. "
+             "No accuracy difference where the rows' fractured shares differ by more than 0.05 (see AUROC). 'no "
+             "evidence' when that CI includes zero or a test set has fewer than 100 independent groups.",
+             "All 95% CIs resample duplicate groups (cluster bootstrap): copies of one image count once."] + notes
     if not labels:
         notes.append("No record with a published, grouped or external split in these results (the multiregion_* "
                      "experiments write them).")
