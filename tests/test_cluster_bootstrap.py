@@ -131,3 +131,39 @@ def test_joint_bootstrap_with_partly_shared_images() -> None:
                                        n_boot=1000, seed=0)
     assert np.isclose(d, _acc(y, s) - _acc(y[keep], s[keep]))
     assert lo <= d <= hi
+
+
+# --------------------------------------------------------------------------------------------
+# Rules built on groups
+# --------------------------------------------------------------------------------------------
+
+
+def test_too_few_counts_groups_not_images() -> None:
+    from fracbench.tables.claims import Evidence, judge, too_few
+    from fracbench.tables.effects import seed_effect
+
+    # 200 images in 5 duplicate groups: 5 units of evidence
+    ev = Evidence(0.99, (0.98, 1.0), "95% bootstrap CI", n_images=200, balanced=0.99, majority=0.5, n_groups=5)
+    assert too_few(ev) and "5 independent test groups" in too_few(ev)
+    assert judge("accuracy", 0.99, ev).verdict == "no evidence"
+    # the same 200 images with no copies are enough
+    alone = Evidence(0.99, (0.98, 1.0), "95% bootstrap CI", n_images=200, balanced=0.99, majority=0.5)
+    assert not too_few(alone) and judge("accuracy", 0.99, alone).verdict == "reproduced"
+    assert not seed_effect([0.30, 0.31, 0.32], 5).evidence
+    assert seed_effect([0.30, 0.31, 0.32], 200).evidence
+
+
+def test_accuracy_effect_across_class_balance_is_not_shown() -> None:
+    from fracbench.tables.effects import balance_differs
+
+    why = balance_differs(0.18, 0.52)
+    assert why.startswith("class balance differs: 0.18 vs 0.52 fractured") and "AUROC" in why
+    assert balance_differs(0.50, 0.52) == ""
+
+
+def test_link_groups_merges_through_shared_images() -> None:
+    from fracbench.tables.paired import link_groups
+
+    ka, kb = link_groups(["x", "y", "z"], ["g1", "g1", "g2"], ["z", "w", "v"], ["h1", "h1", "h2"])
+    # z links a's g2 with b's h1, so w (h1) is in z's unit; y stays with x; v alone
+    assert ka[2] == kb[0] == kb[1] and ka[0] == ka[1] != ka[2] and kb[2] not in (ka[0], ka[2])

@@ -343,3 +343,35 @@ def test_published_accuracy_is_split_into_test_images_with_and_without_a_copy_in
     # a record whose manifest is not in the results folder gets no such rows (nothing to recompute from)
     (results / "manifests" / "multiregion.csv").unlink()
     assert copy_subsets(run) is None
+
+
+def test_one_seed_effect_on_shared_test_images_is_a_joint_bootstrap(tmp_path: Path) -> None:
+    """Two protocols of one split on the same 300 images, almost the same calls: the joint cluster bootstrap
+    over shared images finds the 2-point difference that the runs' overlapping CIs would call no evidence."""
+    from fracbench.tables.effects import pair_effect
+    from fracbench.tables.leak import leak_effect
+
+    res = tmp_path / "results"
+    a = split_run(res, "x_as_published", "published", "as_published", 0.80)
+    b = split_run(res, "x_honest", "published", "honest", 0.80)
+    # b: the same scores, six more wrong calls (2 points lower), so the arms are almost perfectly correlated
+    text = (b / "predictions.csv").read_text().splitlines()
+    text = text[:1] + (a / "predictions.csv").read_text().splitlines()[1:]
+    flipped = 0
+    for k in range(1, len(text)):
+        ident, split, label, score = text[k].split(",")
+        if flipped < 6 and (float(score) >= 0.5) == (label == "1"):
+            text[k] = ",".join([ident, split, label, "0.1" if label == "1" else "0.9"])
+            flipped += 1
+    (b / "predictions.csv").write_text("\n".join(text) + "\n")
+    runs = {r.experiment: r for r in load_runs(res)}
+    ra, rb = runs["x_as_published"], runs["x_honest"]
+    for r in (ra, rb):  # records' own numbers from the predictions, as fit() writes them
+        y, s = (np.array(v) for v in zip(*[(p["label"], p["score"]) for p in R.read_predictions(r.dir)],
+                                              strict=True))
+        r.record["metrics"]["test"] = metrics_with_ci(y, s, 0.5, n_boot=300, seed=0)
+        r.record["metrics"]["test"]["accuracy_as_counted"] = r.test["accuracy"]  # every image a .jpg
+    assert not pair_effect(ra.test["accuracy"], ra.test["accuracy_ci95"], rb.test["accuracy"],
+                           rb.test["accuracy_ci95"], 300).evidence  # independent CIs overlap
+    cell = leak_effect([ra], [rb], "accuracy")
+    assert cell.startswith("+2.00 points [95% CI"), cell
