@@ -395,8 +395,9 @@ def _configure_predict(p: argparse.ArgumentParser) -> None:
                    "with the reason")
     p.add_argument("--checkpoint", help="checkpoint .safetensors (default: the best under --results by validation AUROC)")
     p.add_argument("--results", help="where to look for checkpoints (default: results/ of the checkout)")
-    p.add_argument("--csv", help="also write one row per file (file, status, p_fracture, decision, warning, reason) "
-                   "to this CSV")
+    p.add_argument("--csv", help="also write one row per file (file, status, p_fracture, decision, warning, reason, "
+                   "ood, ood_distance) to this CSV; decision reads 'no decision: ...' for an image too small, of "
+                   "extreme aspect ratio or out of distribution")
     p.add_argument("--json", action="store_true", help="print the summary and every file's result as JSON")
     p.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG for each image into DIR")
     p.add_argument("--batch-size", type=int, default=32)
@@ -408,10 +409,12 @@ def _predict_cell(result, field: str):
     from rich.text import Text
 
     value = getattr(result, field)
-    if field == "p_fracture":
-        return "" if value is None else f"{value:.3f}"
+    if field in ("p_fracture", "ood_distance"):
+        return "" if value is None or value != value else f"{value:.3f}"  # value != value: nan
     if field == "decision" and value == "fractured":
         return Text(value, style="bold red")
+    if field == "decision" and value.startswith("no decision"):
+        return Text(value, style="yellow")
     if field == "warning" and value:
         return Text(value, style="yellow")
     return "" if value is None else str(value)
@@ -466,14 +469,16 @@ def _predict(args: argparse.Namespace) -> int:
         w.writerow(RESULT_FIELDS)
         for r in found:
             row = r.as_dict()
-            if row["p_fracture"] is not None:
-                row["p_fracture"] = f"{row['p_fracture']:.6f}"
+            for key in ("p_fracture", "ood_distance"):
+                if row[key] is not None:
+                    row[key] = f"{row[key]:.6f}"
             w.writerow(["" if row[f] is None else row[f] for f in RESULT_FIELDS])
         atomic_write_text(args.csv, buf.getvalue())
         console.print(f"wrote {args.csv}", markup=False, highlight=False)
     rows = [{"file": r.file} for r in found if r.predicted]
-    if args.cam and rows:
-        _write_cams(ck, rows, Path(args.cam))
+    scored = [{"file": r.file} for r in found if r.predicted and r.p_fracture is not None]
+    if args.cam and scored:
+        _write_cams(ck, scored, Path(args.cam))
     return 0 if rows else 1
 
 

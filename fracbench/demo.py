@@ -103,7 +103,7 @@ class Analyzer:
         """Decode, score and explain one upload; raises :class:`DemoError` with a readable reason."""
         from fracbench.cam import gradcam, overlay
         from fracbench.data.decode import DecodeError, decode_bytes
-        from fracbench.predict import decision
+        from fracbench.predict import final_decision, implausible, implausible_warning
 
         if not file:
             raise DemoError("no file was uploaded")
@@ -124,13 +124,21 @@ class Analyzer:
             raise DemoError(f"{name}: the upload could not be read ({exc.strerror or exc})") from None
         pixels = decoded.pixels
         shown = display_shape(pixels.shape)
+        small = _resize_gray(pixels, shown)
+        thr = ck.threshold
+        why = implausible(pixels.shape)
+        if why:  # not shown to the model at all: a warning and no decision
+            warning = implausible_warning(pixels.shape)
+            notes = [f"**⚠ {warning[:1].upper()}{warning[1:]}.**",
+                     f"Read {name}: {pixels.shape[1]} x {pixels.shape[0]} pixels, stored as {decoded.original_mode}."]
+            return {"p": None, "label": None, "decision": final_decision(None, thr, "", why),
+                    "overlay": overlay(small, np.zeros(small.shape, np.float32), 0.0), "status": " ".join(notes),
+                    "ood": None, "implausible": why, "warning": warning, "state": None}
         heat, p = gradcam(ck, pixels, out_shape=shown)
         from fracbench.ood import check_pixels
 
         ood = check_pixels(ck, pixels)
-        small = _resize_gray(pixels, shown)
-        thr = ck.threshold
-        verdict = decision(p, thr)
+        verdict = final_decision(p, thr, ood.status)
         sign = "≥" if p >= thr else "<"
         notes = [f"**⚠ {ood.message()}**"] if ood.flagged else []
         notes += [f"Read {name}: {pixels.shape[1]} x {pixels.shape[0]} pixels, stored as {decoded.original_mode}."]
@@ -147,10 +155,13 @@ class Analyzer:
         return {
             "p": p,
             "label": {"fractured": p, "not fractured": 1.0 - p},
-            "decision": f"{verdict} (P(fracture) = {p:.3f} {sign} threshold {thr:.3f})",
+            "decision": f"{verdict} (P(fracture) = {p:.3f} {sign} threshold {thr:.3f})" if not ood.flagged else
+                        f"{verdict} (the model's P(fracture) = {p:.3f} is not acted on)",
             "overlay": overlay(small, heat, opacity),
             "status": " ".join(notes),
             "ood": ood,
+            "implausible": "",
+            "warning": ood.message() if ood.flagged else "",
             "state": {"pixels": small, "heat": heat},
         }
 
@@ -415,8 +426,8 @@ def build_demo(checkpoints: Sequence[str | os.PathLike[str]], default: str | os.
         except Exception as exc:  # a bug must still come back as a sentence, with the trace in the server log
             log.exception("demo: analysing %s failed", file)
             return fail(f"unexpected error ({type(exc).__name__}: {exc}); the server log has details")
-        if r["ood"].flagged:
-            gr.Warning(r["ood"].message())
+        if r["warning"]:
+            gr.Warning(r["warning"])
         return r["label"], r["decision"], r["overlay"], r["status"], r["state"]
 
     def on_opacity(state: dict | None, opacity: float):
