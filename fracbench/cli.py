@@ -268,6 +268,9 @@ def _run(args: argparse.Namespace) -> int:
     if results is None:
         dataset = done[0]["dataset"] if done else (args.dataset or "synthetic")
         results = default_results_dir() / dataset
+    judges_nothing = run_judges_nothing(args.profile, done, args.dataset)
+    if judges_nothing:
+        console.print(judges_nothing, markup=False, highlight=False)
     if not args.no_tables:
         try:
             from fracbench.tables import write_tables
@@ -279,6 +282,20 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_report:
         write_run_report(results, args.data_dir)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def run_judges_nothing(profile: str, records: list, dataset: str | None = None) -> str:
+    """The one line a smoke-profile or synthetic-data run prints in its summary ("" for a real run)."""
+    what = []
+    if profile == "smoke":
+        what.append("smoke profile")
+    synthetic = sorted({str(r.get("dataset")) for r in records if str(r.get("dataset", "")).startswith("synthetic")})
+    if synthetic or (not records and (dataset or "").startswith("synthetic")):
+        what.append("synthetic data")
+    if not what:
+        return ""
+    return (f"{' on '.join(what).capitalize()}: these numbers judge nothing; the run tests the machinery, not the "
+            "paper (no claim is judged by them).")
 
 
 def write_run_report(results, data_dir: str | None = None):
