@@ -410,7 +410,10 @@ def _configure_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively); every "
                    "file is either predicted (PNG, JPEG, DICOM, TIFF, BMP, GIF, WebP, ...) or listed as skipped "
                    "with the reason")
-    p.add_argument("--checkpoint", help="checkpoint .safetensors (default: the best under --results by validation AUROC)")
+    p.add_argument("--checkpoint", help="checkpoint .safetensors (default: the best under --results by validation AUROC "
+                   "within one dataset, see --dataset)")
+    p.add_argument("--dataset", help="choose the default checkpoint among this dataset's (default: fracatlas when "
+                   "present); never a leaked, split-mode or external-test experiment")
     p.add_argument("--results", help="where to look for checkpoints (default: results/ of the checkout)")
     p.add_argument("--csv", help="also write one row per file (file, status, p_fracture, decision, warning, reason, "
                    "ood, ood_distance) to this CSV; decision reads 'no decision: ...' for an image too small, of "
@@ -460,7 +463,7 @@ def _predict(args: argparse.Namespace) -> int:
     path = args.checkpoint
     if path is None:
         results = Path(args.results) if args.results else default_results_dir()
-        path = best_checkpoint(results)
+        path = best_checkpoint(results, args.dataset)
         if path is None:
             console.print(f"[red]error:[/] no checkpoint under {results}; train one (`fracbench train`) "
                           "or pass --checkpoint")
@@ -534,6 +537,8 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="default model (default: the best under --results; if none, a tiny model "
                    "is trained on synthetic data first)")
     p.add_argument("--results", help="where to look for checkpoints (default: results/ of the checkout)")
+    p.add_argument("--dataset", help="choose the default model among this dataset's checkpoints (default: fracatlas "
+                   "when present); the model picker still offers every checkpoint, labelled with dataset and split")
     p.add_argument("--share", action="store_true", help="try to create a public gradio.live link (needs network)")
     p.add_argument("--auth", metavar="USER:PASS", help="require this login")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for the local network)")
@@ -550,7 +555,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     launch(args.checkpoint, share=args.share, auth=args.auth, host=args.host, port=args.port,
            results=args.results, allow_pickle=args.allow_pickle, progress=not args.quiet,
-           lookup_data=args.lookup_data, echo=lambda line: console.print(line, markup=False, highlight=False))
+           lookup_data=args.lookup_data, dataset=args.dataset,
+           echo=lambda line: console.print(line, markup=False, highlight=False))
     return 0
 
 

@@ -413,14 +413,53 @@ def _finite(value: Any) -> bool:
         return False
 
 
-def best_checkpoint(results_dir: str | os.PathLike[str]) -> Path | None:
-    """The checkpoint with the highest validation AUROC under ``results_dir``.
+DEMO_DATASET = "fracatlas"
+"""The dataset whose checkpoints the demo and ``predict`` choose their default model from, when present."""
 
-    When no checkpoint has a validation AUROC, the most recently written one; None when there is none.
+
+def checkpoint_dataset(path: str | os.PathLike[str], meta: dict[str, Any]) -> str:
+    """The dataset a checkpoint was trained on: its run record's, else its sidecar's ("" when unknown)."""
+    rec = run_record(path, meta) or {}
+    return str(rec.get("dataset") or meta.get("dataset") or "")
+
+
+def checkpoint_split(path: str | os.PathLike[str], meta: dict[str, Any]) -> str:
+    """The split mode a checkpoint's run used: record["leak"]["split"] (published, grouped, naive, external)
+    for the claim-anatomy and leak-demo experiments, "" for a run on the dataset's own manifest split."""
+    rec = run_record(path, meta) or {}
+    leak = rec.get("leak") if isinstance(rec.get("leak"), dict) else {}
+    return str(leak.get("split") or ("external" if rec.get("kind") == "external" else ""))
+
+
+def default_eligible(path: str | os.PathLike[str], meta: dict[str, Any]) -> bool:
+    """Whether a checkpoint may be the default model: not leaky (:func:`leaky_checkpoint`), not from a
+    split-mode experiment (multiregion's published or grouped split, the leak demo's naive or grouped split)
+    and not an external-test experiment (trained on one dataset, tested on another)."""
+    if leaky_checkpoint(path, meta):
+        return False
+    rec = run_record(path, meta) or {}
+    return rec.get("kind") not in ("external", "leak_demo") and not checkpoint_split(path, meta)
+
+
+def best_checkpoint(results_dir: str | os.PathLike[str], dataset: str | None = None) -> Path | None:
+    """The default checkpoint under ``results_dir``: the highest validation AUROC within one dataset.
+
+    Validation AUROCs of different datasets are never compared: the dataset is ``dataset``, else
+    :data:`DEMO_DATASET` (FracAtlas) when it has an eligible checkpoint, else the dataset of the most
+    recently written eligible checkpoint. Only :func:`default_eligible` checkpoints count (never a leaked
+    split, a split-mode or an external experiment). Within the dataset, when no checkpoint has a
+    validation AUROC, the most recently written one; None when there is none.
     """
-    # a derived dataset (e.g. the leak demo's rotated copies, "fracatlas+4copies") or a split with copies
-    # across it (multiregion's published split) has a leaked validation split: its AUROC must never win
-    found = [(p, m) for p, m in find_checkpoints(results_dir) if not leaky_checkpoint(p, m)]
+    found = [(p, m) for p, m in find_checkpoints(results_dir) if default_eligible(p, m)]
+    if not found:
+        return None
+    by_ds: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for p, m in found:
+        by_ds.setdefault(checkpoint_dataset(p, m), []).append((p, m))
+    if dataset is None:
+        dataset = DEMO_DATASET if DEMO_DATASET in by_ds else \
+            checkpoint_dataset(*max(found, key=lambda t: (t[0].stat().st_mtime, str(t[0]))))
+    found = by_ds.get(dataset, [])
     if not found:
         return None
     scored = [(val_auroc(p, m), p) for p, m in found]
