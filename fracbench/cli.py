@@ -268,6 +268,9 @@ def _run(args: argparse.Namespace) -> int:
     if results is None:
         dataset = done[0]["dataset"] if done else (args.dataset or "synthetic")
         results = default_results_dir() / dataset
+    judges_nothing = run_judges_nothing(args.profile, done, args.dataset)
+    if judges_nothing:
+        console.print(judges_nothing, markup=False, highlight=False)
     if not args.no_tables:
         try:
             from fracbench.tables import write_tables
@@ -279,6 +282,20 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_report:
         write_run_report(results, args.data_dir)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def run_judges_nothing(profile: str, records: list, dataset: str | None = None) -> str:
+    """The one line a smoke-profile or synthetic-data run prints in its summary ("" for a real run)."""
+    what = []
+    if profile == "smoke":
+        what.append("smoke profile")
+    synthetic = sorted({str(r.get("dataset")) for r in records if str(r.get("dataset", "")).startswith("synthetic")})
+    if synthetic or (not records and (dataset or "").startswith("synthetic")):
+        what.append("synthetic data")
+    if not what:
+        return ""
+    return (f"{' on '.join(what).capitalize()}: these numbers judge nothing; the run tests the machinery, not the "
+            "paper (no claim is judged by them).")
 
 
 def write_run_report(results, data_dir: str | None = None):
@@ -393,10 +410,14 @@ def _configure_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively); every "
                    "file is either predicted (PNG, JPEG, DICOM, TIFF, BMP, GIF, WebP, ...) or listed as skipped "
                    "with the reason")
-    p.add_argument("--checkpoint", help="checkpoint .safetensors (default: the best under --results by validation AUROC)")
+    p.add_argument("--checkpoint", help="checkpoint .safetensors (default: the best under --results by validation AUROC "
+                   "within one dataset, see --dataset)")
+    p.add_argument("--dataset", help="choose the default checkpoint among this dataset's (default: fracatlas when "
+                   "present); never a leaked, split-mode or external-test experiment")
     p.add_argument("--results", help="where to look for checkpoints (default: results/ of the checkout)")
-    p.add_argument("--csv", help="also write one row per file (file, status, p_fracture, decision, warning, reason) "
-                   "to this CSV")
+    p.add_argument("--csv", help="also write one row per file (file, status, p_fracture, decision, warning, reason, "
+                   "ood, ood_distance) to this CSV; decision reads 'no decision: ...' for an image too small, of "
+                   "extreme aspect ratio or out of distribution")
     p.add_argument("--json", action="store_true", help="print the summary and every file's result as JSON")
     p.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG for each image into DIR")
     p.add_argument("--batch-size", type=int, default=32)
@@ -408,10 +429,12 @@ def _predict_cell(result, field: str):
     from rich.text import Text
 
     value = getattr(result, field)
-    if field == "p_fracture":
-        return "" if value is None else f"{value:.3f}"
+    if field in ("p_fracture", "ood_distance"):
+        return "" if value is None or value != value else f"{value:.3f}"  # value != value: nan
     if field == "decision" and value == "fractured":
         return Text(value, style="bold red")
+    if field == "decision" and value.startswith("no decision"):
+        return Text(value, style="yellow")
     if field == "warning" and value:
         return Text(value, style="yellow")
     return "" if value is None else str(value)
@@ -440,7 +463,7 @@ def _predict(args: argparse.Namespace) -> int:
     path = args.checkpoint
     if path is None:
         results = Path(args.results) if args.results else default_results_dir()
-        path = best_checkpoint(results)
+        path = best_checkpoint(results, args.dataset)
         if path is None:
             console.print(f"[red]error:[/] no checkpoint under {results}; train one (`fracbench train`) "
                           "or pass --checkpoint")
@@ -466,14 +489,16 @@ def _predict(args: argparse.Namespace) -> int:
         w.writerow(RESULT_FIELDS)
         for r in found:
             row = r.as_dict()
-            if row["p_fracture"] is not None:
-                row["p_fracture"] = f"{row['p_fracture']:.6f}"
+            for key in ("p_fracture", "ood_distance"):
+                if row[key] is not None:
+                    row[key] = f"{row[key]:.6f}"
             w.writerow(["" if row[f] is None else row[f] for f in RESULT_FIELDS])
         atomic_write_text(args.csv, buf.getvalue())
         console.print(f"wrote {args.csv}", markup=False, highlight=False)
     rows = [{"file": r.file} for r in found if r.predicted]
-    if args.cam and rows:
-        _write_cams(ck, rows, Path(args.cam))
+    scored = [{"file": r.file} for r in found if r.predicted and r.p_fracture is not None]
+    if args.cam and scored:
+        _write_cams(ck, scored, Path(args.cam))
     return 0 if rows else 1
 
 
@@ -512,6 +537,8 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="default model (default: the best under --results; if none, a tiny model "
                    "is trained on synthetic data first)")
     p.add_argument("--results", help="where to look for checkpoints (default: results/ of the checkout)")
+    p.add_argument("--dataset", help="choose the default model among this dataset's checkpoints (default: fracatlas "
+                   "when present); the model picker still offers every checkpoint, labelled with dataset and split")
     p.add_argument("--share", action="store_true", help="try to create a public gradio.live link (needs network)")
     p.add_argument("--auth", metavar="USER:PASS", help="require this login")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for the local network)")
@@ -528,7 +555,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     launch(args.checkpoint, share=args.share, auth=args.auth, host=args.host, port=args.port,
            results=args.results, allow_pickle=args.allow_pickle, progress=not args.quiet,
-           lookup_data=args.lookup_data, echo=lambda line: console.print(line, markup=False, highlight=False))
+           lookup_data=args.lookup_data, dataset=args.dataset,
+           echo=lambda line: console.print(line, markup=False, highlight=False))
     return 0
 
 

@@ -83,12 +83,14 @@ class Analyzer:
             return self._cache[key]
 
     def choices(self) -> list[tuple[str, str]]:
-        from fracbench.predict import _read_meta, val_auroc
+        from fracbench.predict import _read_meta, checkpoint_dataset, checkpoint_split, val_auroc
 
         out = []
         for p in self.paths:
             meta = _read_meta(Path(p)) or {}
-            out.append((checkpoint_label(Path(p), meta, val_auroc(p, meta) if meta else float("nan")), p))
+            out.append((checkpoint_label(Path(p), meta, val_auroc(p, meta) if meta else float("nan"),
+                                         dataset=checkpoint_dataset(p, meta) if meta else "",
+                                         split=checkpoint_split(p, meta) if meta else ""), p))
         return out
 
     def panel(self, path: str | None) -> str:
@@ -103,7 +105,7 @@ class Analyzer:
         """Decode, score and explain one upload; raises :class:`DemoError` with a readable reason."""
         from fracbench.cam import gradcam, overlay
         from fracbench.data.decode import DecodeError, decode_bytes
-        from fracbench.predict import decision
+        from fracbench.predict import final_decision, implausible, implausible_warning
 
         if not file:
             raise DemoError("no file was uploaded")
@@ -124,13 +126,21 @@ class Analyzer:
             raise DemoError(f"{name}: the upload could not be read ({exc.strerror or exc})") from None
         pixels = decoded.pixels
         shown = display_shape(pixels.shape)
+        small = _resize_gray(pixels, shown)
+        thr = ck.threshold
+        why = implausible(pixels.shape)
+        if why:  # not shown to the model at all: a warning and no decision
+            warning = implausible_warning(pixels.shape)
+            notes = [f"**⚠ {warning[:1].upper()}{warning[1:]}.**",
+                     f"Read {name}: {pixels.shape[1]} x {pixels.shape[0]} pixels, stored as {decoded.original_mode}."]
+            return {"p": None, "label": None, "decision": final_decision(None, thr, "", why),
+                    "overlay": overlay(small, np.zeros(small.shape, np.float32), 0.0), "status": " ".join(notes),
+                    "ood": None, "implausible": why, "warning": warning, "state": None}
         heat, p = gradcam(ck, pixels, out_shape=shown)
         from fracbench.ood import check_pixels
 
         ood = check_pixels(ck, pixels)
-        small = _resize_gray(pixels, shown)
-        thr = ck.threshold
-        verdict = decision(p, thr)
+        verdict = final_decision(p, thr, ood.status)
         sign = "≥" if p >= thr else "<"
         notes = [f"**⚠ {ood.message()}**"] if ood.flagged else []
         notes += [f"Read {name}: {pixels.shape[1]} x {pixels.shape[0]} pixels, stored as {decoded.original_mode}."]
@@ -147,10 +157,13 @@ class Analyzer:
         return {
             "p": p,
             "label": {"fractured": p, "not fractured": 1.0 - p},
-            "decision": f"{verdict} (P(fracture) = {p:.3f} {sign} threshold {thr:.3f})",
+            "decision": f"{verdict} (P(fracture) = {p:.3f} {sign} threshold {thr:.3f})" if not ood.flagged else
+                        f"{verdict} (the model's P(fracture) = {p:.3f} is not acted on)",
             "overlay": overlay(small, heat, opacity),
             "status": " ".join(notes),
             "ood": ood,
+            "implausible": "",
+            "warning": ood.message() if ood.flagged else "",
             "state": {"pixels": small, "heat": heat},
         }
 
@@ -169,7 +182,12 @@ def _resize_gray(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize((shape[1], shape[0]), Image.Resampling.BILINEAR), np.uint8)
 
 
-def checkpoint_label(path: Path, meta: dict[str, Any], auroc: float = float("nan")) -> str:
+def checkpoint_label(path: Path, meta: dict[str, Any], auroc: float = float("nan"), *, dataset: str = "",
+                     split: str = "") -> str:
+    """The model picker's label: experiment and seed, model, dataset and split, validation AUROC.
+
+    The split is the run's split mode (``published``, ``grouped``, ``naive``, ``external``) or "manifest
+    split" (the dataset's own fracbench split); a validation AUROC is only comparable within one dataset."""
     in_run = path.parent.name == "checkpoints" and path.parent.parent.name.startswith("seed")
     seed = path.parent.parent.name if in_run else ""
     if meta.get("experiment"):
@@ -179,6 +197,8 @@ def checkpoint_label(path: Path, meta: dict[str, Any], auroc: float = float("nan
     else:
         parts = [f"{path.parent.name}/{path.name}"]
     parts.append(str(meta.get("model", "?")))
+    dataset = dataset or str(meta.get("dataset") or "")
+    parts.append(f"{dataset or 'dataset ?'}, {f'{split} split' if split else 'manifest split'}")
     if not math.isnan(auroc):
         parts.append(f"val AUROC {auroc:.3f}")
     return " · ".join(parts)
@@ -415,8 +435,8 @@ def build_demo(checkpoints: Sequence[str | os.PathLike[str]], default: str | os.
         except Exception as exc:  # a bug must still come back as a sentence, with the trace in the server log
             log.exception("demo: analysing %s failed", file)
             return fail(f"unexpected error ({type(exc).__name__}: {exc}); the server log has details")
-        if r["ood"].flagged:
-            gr.Warning(r["ood"].message())
+        if r["warning"]:
+            gr.Warning(r["warning"])
         return r["label"], r["decision"], r["overlay"], r["status"], r["state"]
 
     def on_opacity(state: dict | None, opacity: float):
@@ -520,8 +540,12 @@ def _launch_kwargs(demo, **wanted: Any) -> dict[str, Any]:
 
 
 def prepare(checkpoint: str | os.PathLike[str] | None = None, *, results: str | os.PathLike[str] | None = None,
-            allow_pickle: bool = False, progress: bool = True, echo=print, lookup_data: str | None = None):
+            allow_pickle: bool = False, progress: bool = True, echo=print, lookup_data: str | None = None,
+            dataset: str | None = None):
     """Find the checkpoints under ``results`` (training a tiny one when there is none) and build the page.
+
+    The default model is :func:`~fracbench.predict.best_checkpoint` within ``dataset`` (FracAtlas when it
+    has one); the picker offers every checkpoint found, each labelled with its dataset and split.
 
     ``lookup_data`` (``DATASET[:PATH]``) indexes that dataset for the "is this image in the training
     set?" lookup on the second tab.
@@ -537,7 +561,7 @@ def prepare(checkpoint: str | os.PathLike[str] | None = None, *, results: str | 
         default = Path(checkpoint)
         load_checkpoint(default, allow_pickle=allow_pickle)  # fail now, with the checkpoint's own message
     else:
-        default = best_checkpoint(results_dir)
+        default = best_checkpoint(results_dir, dataset)
         if default is None:
             echo(f"No checkpoint under {results_dir}: training a tiny paper_cnn on synthetic data first "
                  "(2 epochs at 64 px, about a minute on a CPU) ...")
@@ -560,7 +584,8 @@ def prepare(checkpoint: str | os.PathLike[str] | None = None, *, results: str | 
 def launch(checkpoint: str | os.PathLike[str] | None = None, *, share: bool = False,
            auth: str | tuple[str, str] | None = None, host: str = "127.0.0.1", port: int | None = 7860,
            results: str | os.PathLike[str] | None = None, allow_pickle: bool = False,
-           prevent_thread_lock: bool = False, progress: bool = True, echo=print, lookup_data: str | None = None):
+           prevent_thread_lock: bool = False, progress: bool = True, echo=print, lookup_data: str | None = None,
+           dataset: str | None = None):
     """Find (or train) a model, build the page and serve it; returns the Blocks.
 
     Blocks until interrupted unless ``prevent_thread_lock`` (then call ``demo.close()``).
@@ -570,7 +595,7 @@ def launch(checkpoint: str | os.PathLike[str] | None = None, *, share: bool = Fa
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     auth_t = _parse_auth(auth)
     demo = prepare(checkpoint, results=results, allow_pickle=allow_pickle, progress=progress, echo=echo,
-                   lookup_data=lookup_data)
+                   lookup_data=lookup_data, dataset=dataset)
     if share and not auth_t:
         echo("--share without --auth: anyone with the link can use this demo; consider --auth user:password")
     kwargs = _launch_kwargs(demo, server_name=host, server_port=port, share=share, auth=auth_t,

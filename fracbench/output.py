@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from fracbench.progress import _Console
 from fracbench.progress import console as log_console
 
 Cell = str | Text
@@ -30,8 +31,9 @@ or a styled :class:`rich.text.Text`."""
 
 
 def stdout_console() -> Console:
-    """A rich console on the current ``sys.stdout`` (looked up at each write, so capture works)."""
-    return Console(highlight=False)
+    """A rich console on the current ``sys.stdout`` (looked up at each write, so capture works); its printed
+    lines are not wrapped when stdout is not a terminal."""
+    return _Console(highlight=False)
 
 
 def is_terminal() -> bool:

@@ -29,9 +29,12 @@ PREDICTED, SKIPPED = "predicted", "skipped"
 class FileResult:
     """What happened to one file given to predict: predicted, or skipped with a one-line reason.
 
-    ``status`` is "predicted" (``p_fracture`` and ``decision`` set; ``warning`` non-empty when the
-    image was only partly decodable or otherwise repaired) or "skipped" (``reason`` says why and
-    what to do). The CSV, the JSON summary and the table have one column per field, in this order,
+    ``status`` is "predicted" (``decision`` set; ``warning`` non-empty when the image was only partly
+    decodable, repaired or implausible) or "skipped" (``reason`` says why and what to do).
+    ``decision`` is a class name only for a plausible input the OOD guard does not flag; otherwise it
+    reads "no decision: image too small", "no decision: extreme aspect ratio" (no ``p_fracture``:
+    the model is not run) or "no decision: out of distribution" (``p_fracture`` is the model's
+    output, shown but not acted on). The CSV, the JSON summary and the table have one column per field, in this order,
     so a new field (e.g. an out-of-distribution warning) appears in all of them by adding it here.
     """
 
@@ -67,6 +70,15 @@ SKIP_REASONS: dict[str, str] = {
     ".avif": "AVIF images are not supported: convert it to PNG or JPEG",
 }
 """Suffixes refused before reading, with the reason and what to do (checked case-insensitively)."""
+
+MIN_SIDE = 32
+"""Images with a side under this many pixels get no decision (the model would see a few pixels blown up)."""
+MAX_ASPECT = 8.0
+"""Images longer than this many times their width (or the reverse) get no decision (squashed to a square)."""
+NO_DECISION = "no decision: "
+TOO_SMALL = "image too small"
+EXTREME_ASPECT = "extreme aspect ratio"
+OOD_STATUS = "out of distribution"
 
 TRUNCATED_WARNING = "truncated: only the part of the image present was decoded, so the score may be wrong; " \
     "re-export or re-download it"
@@ -114,6 +126,41 @@ def as_gray_uint8(pixels: np.ndarray) -> np.ndarray:
 def decision(p: float, threshold: float) -> str:
     """The class name at ``threshold``: fractured when ``p >= threshold`` (as the metrics count it)."""
     return CLASS_NAMES[1] if p >= threshold else CLASS_NAMES[0]
+
+
+def implausible(shape: Sequence[int]) -> str:
+    """Why an image of ``shape`` (H, W, ...) is no input for the model ("" when it is plausible):
+    :data:`EXTREME_ASPECT` beyond :data:`MAX_ASPECT`:1, else :data:`TOO_SMALL` under :data:`MIN_SIDE` px on a side."""
+    h, w = int(shape[0]), int(shape[1])
+    if max(h, w) > MAX_ASPECT * min(h, w):
+        return EXTREME_ASPECT
+    if min(h, w) < MIN_SIDE:
+        return TOO_SMALL
+    return ""
+
+
+def implausible_warning(shape: Sequence[int]) -> str:
+    """The one-line warning for an implausible image ("" when it is plausible)."""
+    why = implausible(shape)
+    h, w = int(shape[0]), int(shape[1])
+    if why == TOO_SMALL:
+        return f"{w} x {h} px is under {MIN_SIDE} px on a side: not a radiograph the model can judge; no decision"
+    if why == EXTREME_ASPECT:
+        return (f"{w} x {h} px is more than {MAX_ASPECT:g}:1: squashed to a square it is no radiograph the model "
+                "can judge; no decision")
+    return ""
+
+
+def final_decision(p: float | None, threshold: float, ood: str = "", why_implausible: str = "") -> str:
+    """The ``decision`` column: the class at ``threshold``, or "no decision: <why>" for an implausible
+    image or one the OOD guard flags (``ood`` == "out of distribution")."""
+    if why_implausible:
+        return NO_DECISION + why_implausible
+    if ood == OOD_STATUS:
+        return NO_DECISION + OOD_STATUS
+    if p is None:
+        return NO_DECISION + "no score"
+    return decision(p, threshold)
 
 
 @torch.no_grad()
@@ -241,7 +288,8 @@ def predict_files(checkpoint: Checkpoint, paths: Iterable[str | os.PathLike[str]
     Files are decoded as training decodes them and scored in batches; a file that does not decode
     is skipped with the decoder's reason and advice, and never stops the rest. A partly decodable
     (truncated) file is scored with a ``warning``; an image unlike the training radiographs gets
-    ``ood`` = "out of distribution" (fracbench.ood).
+    ``ood`` = "out of distribution" (fracbench.ood) and no decision; an image under :data:`MIN_SIDE`
+    px on a side or beyond :data:`MAX_ASPECT`:1 is not scored at all (a warning and no decision).
     """
     from fracbench.data.decode import DecodeError, decode_image
     from fracbench.ood import ood_columns
@@ -261,15 +309,22 @@ def predict_files(checkpoint: Checkpoint, paths: Iterable[str | os.PathLike[str]
             except DecodeError as exc:
                 results[i] = FileResult(name, SKIPPED, reason=describe_error(exc))
                 continue
+            warning = describe_warnings(decoded.warnings)
+            why = implausible(decoded.pixels.shape)
+            if why:
+                warning = "; ".join(w for w in (implausible_warning(decoded.pixels.shape), warning) if w)
+                results[i] = FileResult(name, PREDICTED, None, final_decision(None, checkpoint.threshold, "", why),
+                                        warning)
+                continue
             tensors.append(preprocess(decoded.pixels, checkpoint.image_size, checkpoint.channels))
-            done.append((i, name, describe_warnings(decoded.warnings)))
+            done.append((i, name, warning))
         if not tensors:
             continue
         x = torch.cat(tensors)
         ood = ood_columns(checkpoint, x)  # {"ood", "ood_distance"} per image (see fracbench.ood)
         for (i, name, warning), p, extra in zip(done, _scores(checkpoint, x), ood):
-            results[i] = FileResult(name, PREDICTED, float(p), decision(float(p), checkpoint.threshold), warning,
-                                    **extra)
+            verdict = final_decision(float(p), checkpoint.threshold, extra["ood"])
+            results[i] = FileResult(name, PREDICTED, float(p), verdict, warning, **extra)
     return [r for r in results if r is not None]
 
 
@@ -358,14 +413,53 @@ def _finite(value: Any) -> bool:
         return False
 
 
-def best_checkpoint(results_dir: str | os.PathLike[str]) -> Path | None:
-    """The checkpoint with the highest validation AUROC under ``results_dir``.
+DEMO_DATASET = "fracatlas"
+"""The dataset whose checkpoints the demo and ``predict`` choose their default model from, when present."""
 
-    When no checkpoint has a validation AUROC, the most recently written one; None when there is none.
+
+def checkpoint_dataset(path: str | os.PathLike[str], meta: dict[str, Any]) -> str:
+    """The dataset a checkpoint was trained on: its run record's, else its sidecar's ("" when unknown)."""
+    rec = run_record(path, meta) or {}
+    return str(rec.get("dataset") or meta.get("dataset") or "")
+
+
+def checkpoint_split(path: str | os.PathLike[str], meta: dict[str, Any]) -> str:
+    """The split mode a checkpoint's run used: record["leak"]["split"] (published, grouped, naive, external)
+    for the claim-anatomy and leak-demo experiments, "" for a run on the dataset's own manifest split."""
+    rec = run_record(path, meta) or {}
+    leak = rec.get("leak") if isinstance(rec.get("leak"), dict) else {}
+    return str(leak.get("split") or ("external" if rec.get("kind") == "external" else ""))
+
+
+def default_eligible(path: str | os.PathLike[str], meta: dict[str, Any]) -> bool:
+    """Whether a checkpoint may be the default model: not leaky (:func:`leaky_checkpoint`), not from a
+    split-mode experiment (multiregion's published or grouped split, the leak demo's naive or grouped split)
+    and not an external-test experiment (trained on one dataset, tested on another)."""
+    if leaky_checkpoint(path, meta):
+        return False
+    rec = run_record(path, meta) or {}
+    return rec.get("kind") not in ("external", "leak_demo") and not checkpoint_split(path, meta)
+
+
+def best_checkpoint(results_dir: str | os.PathLike[str], dataset: str | None = None) -> Path | None:
+    """The default checkpoint under ``results_dir``: the highest validation AUROC within one dataset.
+
+    Validation AUROCs of different datasets are never compared: the dataset is ``dataset``, else
+    :data:`DEMO_DATASET` (FracAtlas) when it has an eligible checkpoint, else the dataset of the most
+    recently written eligible checkpoint. Only :func:`default_eligible` checkpoints count (never a leaked
+    split, a split-mode or an external experiment). Within the dataset, when no checkpoint has a
+    validation AUROC, the most recently written one; None when there is none.
     """
-    # a derived dataset (e.g. the leak demo's rotated copies, "fracatlas+4copies") or a split with copies
-    # across it (multiregion's published split) has a leaked validation split: its AUROC must never win
-    found = [(p, m) for p, m in find_checkpoints(results_dir) if not leaky_checkpoint(p, m)]
+    found = [(p, m) for p, m in find_checkpoints(results_dir) if default_eligible(p, m)]
+    if not found:
+        return None
+    by_ds: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for p, m in found:
+        by_ds.setdefault(checkpoint_dataset(p, m), []).append((p, m))
+    if dataset is None:
+        dataset = DEMO_DATASET if DEMO_DATASET in by_ds else \
+            checkpoint_dataset(*max(found, key=lambda t: (t[0].stat().st_mtime, str(t[0]))))
+    found = by_ds.get(dataset, [])
     if not found:
         return None
     scored = [(val_auroc(p, m), p) for p, m in found]

@@ -10,7 +10,17 @@ from rich.console import Console
 
 T = TypeVar("T")
 
-console = Console(stderr=True)
+class _Console(Console):
+    """A rich console that never wraps a printed line when its output is not a terminal (a pipe, a log,
+    a test): rich would break it at 80 columns, mid-phrase; a terminal still wraps at its width."""
+
+    def print(self, *objects, soft_wrap: bool | None = None, **kwargs) -> None:  # type: ignore[override]
+        if soft_wrap is None and not self.is_terminal:
+            soft_wrap = True
+        super().print(*objects, soft_wrap=soft_wrap, **kwargs)
+
+
+console: Console = _Console(stderr=True)
 _QUIET = [os.environ.get("FRACBENCH_QUIET", "") not in ("", "0")]
 
 

@@ -112,3 +112,31 @@ def test_overlay() -> None:
     cold, hot = colorize(np.array([0.0, 1.0]))
     assert cold[2] > cold[0] and hot[0] > hot[2]
     assert overlay(np.repeat(px[:, :, None], 3, axis=2), heat).shape == (50, 100, 3)
+
+
+def test_zero_padding_draws_no_frame_on_a_uniform_border(tmp_path: Path) -> None:
+    """A radiograph on a uniform dark background: the convolutions' zero padding used to light up a rectangular
+    frame along the image borders (on FracAtlas the outer band averaged 4x the interior); after the fix the
+    border band of the map holds no more than the ring just inside it."""
+    from fracbench.cam import gradcam, padding_band
+
+    torch.manual_seed(0)
+    size = 64
+    ck = load_checkpoint(save_checkpoint(tmp_path / "paper", create_model("paper_cnn", image_size=size),
+                                         model_name="paper_cnn", model_kwargs={}, image_size=size, channels=3,
+                                         threshold=0.5))
+    px = np.zeros((128, 128), np.uint8)  # dark border all round
+    yy, xx = np.mgrid[:128, :128]
+    px[(yy - 64) ** 2 + (xx - 60) ** 2 < 30 ** 2] = 200  # a bright bone in the middle
+    px[50:80, 40:45] = 90
+    band = padding_band(ck, (3, size, size))
+    assert 0 < band < size // 4  # three 3x3 convolutions reach a few pixels in, not the whole map
+    for image in (px, np.full((96, 96), 30, np.uint8)):
+        heat, _ = gradcam(ck, image, out_shape=(size, size))
+        b = band + 2
+        edge = np.concatenate([heat[:b].ravel(), heat[-b:].ravel(), heat[:, :b].ravel(), heat[:, -b:].ravel()])
+        ring = heat[b:2 * b, b:-b].ravel().tolist() + heat[-2 * b:-b, b:-b].ravel().tolist() + \
+            heat[b:-b, b:2 * b].ravel().tolist() + heat[b:-b, -2 * b:-b].ravel().tolist()
+        assert edge.mean() <= np.mean(ring) + 0.02, f"border frame: edge {edge.mean():.3f}, inside {np.mean(ring):.3f}"
+    flat, _ = gradcam(ck, np.full((96, 96), 30, np.uint8))
+    assert float(flat.max()) == 0.0  # a uniform image: no evidence anywhere, not a frame

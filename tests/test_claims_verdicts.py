@@ -12,6 +12,7 @@ from fracbench.tables import Claim, claims_table, load_runs
 from fracbench.tables.claims import (
     LOSS_RELATIVE_TOLERANCE,
     MIN_TEST_GROUPS,
+    VERDICTS,
     Evidence,
     judge,
     scale_to_jpg_count,
@@ -78,7 +79,10 @@ def test_ci_scaling_to_the_jpg_count() -> None:
 
 
 def test_claims_table_scales_the_as_published_ci_to_the_jpg_count(tmp_path: Path) -> None:
-    """A record with 200 test images of which 100 are .jpg: accuracy 0.44 [0.40, 0.48] counts as 0.88 [0.80, 0.96]."""
+    """A record with 200 test images of which 100 are .jpg: accuracy 0.44 [0.40, 0.48] counts as 0.88 [0.80, 0.96].
+
+    The scaled interval holds the paper's 0.90, the real one does not: that is the .jpg denominator at
+    work, never a reproduction (this test once asserted "reproduced")."""
     res = tmp_path / "results"
     d = fake_run(res, "paper_cnn_as_published", 0, "as_published", train_loss=[0.7], test_accuracy=[0.88])
     rec = R.read_record(d)
@@ -90,7 +94,50 @@ def test_claims_table_scales_the_as_published_ci_to_the_jpg_count(tmp_path: Path
     t = claims_table(load_runs(res), EXPERIMENTS, [claim])
     row = dict(zip(t.columns, t.rows[0], strict=True))
     assert row["fracbench"] == "0.8800 [0.8000, 0.9600]"
-    assert row["verdict"] == "reproduced"  # unscaled [0.40, 0.48] would say "not reproduced"
+    assert row["verdict"] != "reproduced"
+    # as published, the checkpoint was also chosen on test accuracy: both artefacts are named
+    assert row["verdict"] == "reached only through the .jpg denominator and test-set selection"
+    assert "[0.4000, 0.4800]" in row["reason"]
+
+
+def test_artefacts_never_read_reproduced() -> None:
+    ev = dict(interval=(0.80, 0.96), interval_kind="95% bootstrap CI", n_images=200, balanced=0.6, majority=0.5)
+    assert judge("accuracy", 0.90, Evidence(value=0.88, **ev)).verdict == "reproduced"  # no artefact: reproduced
+    jpg = judge("accuracy", 0.90, Evidence(value=0.88, all_images_interval=(0.40, 0.48), **ev))
+    assert jpg.verdict == "reached only through the .jpg denominator" and ".jpg" in jpg.reason
+    # the .jpg count changed nothing when the interval over every image holds the paper's value too
+    assert judge("accuracy", 0.90, Evidence(value=0.88, all_images_interval=(0.85, 0.92), **ev)).verdict == \
+        "reproduced"
+    sel = judge("accuracy", 0.90, Evidence(value=0.88, artefacts=("test_selection",), **ev))
+    assert sel.verdict == "reached only through test-set selection"
+    leak = judge("auroc", 0.90, Evidence(value=0.88, artefacts=("leaked_split",), **ev))
+    assert leak.verdict == "reached only through a leaked split"
+    both = judge("accuracy", 0.90, Evidence(value=0.88, artefacts=("test_selection", "leaked_split"), **ev))
+    assert both.verdict == "reached only through a leaked split and test-set selection"
+    # an artefact does not turn a miss into anything else
+    assert judge("accuracy", 0.99, Evidence(value=0.88, artefacts=("leaked_split",), **ev)).verdict == \
+        "not reproduced"
+    for v in (jpg, sel, leak):
+        assert v.verdict in VERDICTS["test"]
+
+
+def test_claims_table_names_a_leaked_split_and_test_selection(tmp_path: Path) -> None:
+    """An honest run on a split whose test images have copies in train; an as-published run at its test-chosen
+    checkpoint (every test image a .jpg, so the count changes nothing): neither match is a reproduction."""
+    res = tmp_path / "results"
+    d = fake_run(res, "paper_cnn_honest", 0, "honest", train_loss=[0.7], test_accuracy=[0.8], final_accuracy=0.8)
+    rec = R.read_record(d)
+    rec["leak"] = {"split": "published", "test_near_in_train": 150, "test_images": 200}
+    R.write_record(d, {k: v for k, v in rec.items() if k != "schema_version"})
+    fake_run(res, "paper_cnn_as_published", 0, "as_published", train_loss=[0.7], test_accuracy=[0.8],
+             final_accuracy=0.8)
+    claims = [Claim("h", "accuracy 80%", "somewhere", 0.80, "accuracy", "model_result", "paper_cnn_honest"),
+              Claim("p", "accuracy 80%", "somewhere", 0.80, "accuracy", "model_result", "paper_cnn_as_published")]
+    t = claims_table(load_runs(res), EXPERIMENTS, claims)
+    rows = {r[0]: dict(zip(t.columns, r, strict=True)) for r in t.rows}
+    assert rows["h"]["verdict"] == "reached only through a leaked split"
+    assert rows["p"]["verdict"] == "reached only through test-set selection"
+    assert "reproduced" not in t.footnotes[0]
 
 
 def test_claims_footnote_counts_train_fit_apart(tmp_path: Path) -> None:

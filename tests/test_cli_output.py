@@ -164,3 +164,35 @@ def test_run_report_failure_is_said_and_does_not_fail_the_run(tmp_path: Path, mo
     assert "Report:" not in out.out
     err = " ".join(out.err.split())
     assert f"report not written: disk full (retry with `fracbench report --results {res}`)" in err
+
+
+def test_smoke_run_summary_says_its_numbers_judge_nothing_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Piped (not a terminal), the line is whole: rich used to break it at 80 columns, mid-phrase."""
+    _fake_run(monkeypatch)
+    res = tmp_path / "res"
+    assert main(["run", "paper_cnn_honest", "--profile", "smoke", "--results", str(res), "--no-report",
+                 "--no-tables", "--quiet"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "judge nothing" in line]
+    assert len(lines) == 1 and len(lines[0]) > 80
+    assert lines[0].startswith("Smoke profile on synthetic data: these numbers judge nothing") \
+        and lines[0].endswith("(no claim is judged by them).")
+
+
+def test_real_run_summary_has_no_judges_nothing_line() -> None:
+    from fracbench.cli import run_judges_nothing
+
+    assert run_judges_nothing("cpu", [{"dataset": "fracatlas"}]) == ""
+    assert run_judges_nothing("full", [], "fracatlas") == ""
+    assert "judge nothing" in run_judges_nothing("cpu", [{"dataset": "synthetic"}])
+
+
+def test_long_status_lines_are_not_wrapped_when_piped(capsys: pytest.CaptureFixture[str]) -> None:
+    from fracbench.output import stdout_console
+    from fracbench.progress import console
+
+    long = " ".join(["word"] * 60)  # 299 characters
+    console.print(long)
+    stdout_console().print(long)
+    out = capsys.readouterr()
+    assert out.err.strip() == long and out.out.strip() == long

@@ -350,3 +350,21 @@ def test_served_lookup_finds_planted_copies(tmp_path: Path, ckpt_path: Path) -> 
         client.close()
     finally:
         demo.close()
+
+
+@pytest.mark.parametrize("shape, why", [((1, 1), "image too small"), ((10, 4800), "extreme aspect ratio")])
+def test_implausible_upload_gets_a_warning_and_no_decision(tmp_path: Path, analyzer: Analyzer, shape, why) -> None:
+    r = analyzer.analyse(str(_png(tmp_path / "odd.png", np.full(shape, 128, np.uint8))), None, 0.4)
+    assert r["decision"] == f"no decision: {why}"
+    assert r["p"] is None and r["label"] is None and r["warning"] and "no decision" in r["status"]
+
+
+def test_out_of_distribution_upload_gets_no_decision(tmp_path: Path, ckpt_path: Path) -> None:
+    from fracbench.checkpoint import write_ood_reference
+
+    guarded = _copy_checkpoint(ckpt_path, tmp_path / "guarded")
+    write_ood_reference(guarded, {"version": 1, "dim_in": 32, "center": [0.0] * 32, "components": None,
+                                  "mean": [0.0] * 32, "precision": np.eye(32).tolist(), "threshold": 0.0})
+    r = Analyzer([guarded], guarded).analyse(str(_png(tmp_path / "x.png", _xray())), None, 0.4)
+    assert r["ood"].flagged and r["decision"].startswith("no decision: out of distribution")
+    assert "fractured" not in r["decision"].replace("P(fracture)", "")

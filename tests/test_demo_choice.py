@@ -18,13 +18,15 @@ from fracbench.predict import best_checkpoint
 
 
 def _run(results: Path, experiment: str, dataset: str, val_auroc: float, *, kind: str = "train",
-         sidecar_dataset: bool = True) -> Path:
+         sidecar_dataset: bool = True, leak: dict | None = None) -> Path:
     run = results / "runs" / experiment / "seed0"
     run.mkdir(parents=True)
     record = {"schema_version": 1, "experiment": experiment, "dataset": dataset, "kind": kind, "status": "complete",
               "protocol": "honest", "metrics": {"val": {"auroc": val_auroc}, "test": {"auroc": val_auroc - 0.05}}}
     if kind == "leak_demo":
         record["leak"] = {"split": "naive", "sources_crossing_splits": 12}
+    if leak is not None:
+        record["leak"] = leak
     (run / "record.json").write_text(json.dumps(record))
     extra = {"experiment": experiment, "protocol": "honest", "test_auroc": val_auroc - 0.05, "val_auroc": val_auroc}
     if sidecar_dataset:
@@ -67,6 +69,48 @@ def test_a_split_with_copies_across_it_is_never_chosen(tmp_path: Path) -> None:
     rec["leak"] = {"split": "published", "test_near_in_train": 400, "test_images": 496}
     rec_path.write_text(json.dumps(rec))
     assert best_checkpoint(tmp_path) == honest
-    rec["leak"]["test_near_in_train"] = 0  # the same record without copies would win on its val AUROC
+    # a split-mode experiment is never the default, even where no copy was counted: the published split
+    # holds copies across train/test by construction
+    rec["leak"]["test_near_in_train"] = 0
     rec_path.write_text(json.dumps(rec))
-    assert best_checkpoint(tmp_path) == leaky
+    assert best_checkpoint(tmp_path) == honest
+
+
+def test_the_default_is_chosen_within_fracatlas_never_across_datasets(tmp_path: Path) -> None:
+    """multiregion's grouped and published splits and its external test have higher validation AUROCs than any
+    FracAtlas model (a set of copies is easy); AUROCs of different datasets are never compared."""
+    fa_low = _run(tmp_path / "fracatlas", "ref_resnet18", "fracatlas", 0.68)
+    fa_best = _run(tmp_path / "fracatlas", "paper_cnn_honest", "fracatlas", 0.71)
+    mr = tmp_path / "multiregion"
+    _run(mr, "multiregion_published_honest", "multiregion", 0.99,
+         leak={"split": "published", "test_near_in_train": 400, "test_images": 496})
+    grouped = _run(mr, "multiregion_grouped_honest", "multiregion", 0.85,
+                   leak={"split": "grouped", "test_near_in_train": 0, "test_images": 496})
+    _run(mr, "multiregion_external", "multiregion", 0.90, kind="external",
+         leak={"split": "external", "test_near_in_train": 0})
+    mr_plain = _run(mr, "paper_cnn_honest", "multiregion", 0.95)
+    assert best_checkpoint(tmp_path) == fa_best
+    assert best_checkpoint(tmp_path, "fracatlas") == fa_best
+    assert best_checkpoint(tmp_path, "multiregion") == mr_plain  # asked for: that dataset's own best
+    assert fa_low.exists() and grouped.exists()
+
+
+def test_without_fracatlas_the_external_and_split_mode_runs_are_still_not_chosen(tmp_path: Path) -> None:
+    _run(tmp_path, "multiregion_grouped_honest", "multiregion", 0.85,
+         leak={"split": "grouped", "test_near_in_train": 0, "test_images": 496})
+    # an external-test record may name the dataset it was tested on; it was trained elsewhere
+    _run(tmp_path, "multiregion_external", "fracatlas", 0.90, kind="external")
+    assert best_checkpoint(tmp_path) is None
+
+
+def test_the_picker_offers_every_model_labelled_with_dataset_and_split(tmp_path: Path) -> None:
+    from fracbench.demo import Analyzer
+    from fracbench.predict import find_checkpoints
+
+    fa = _run(tmp_path / "fracatlas", "paper_cnn_honest", "fracatlas", 0.71)
+    pub = _run(tmp_path / "multiregion", "multiregion_published_honest", "multiregion", 0.99,
+               leak={"split": "published", "test_near_in_train": 400})
+    labels = dict((p, label) for label, p in Analyzer([p for p, _ in find_checkpoints(tmp_path)], fa).choices())
+    assert set(labels) == {str(fa), str(pub)}
+    assert "fracatlas, manifest split" in labels[str(fa)]
+    assert "multiregion, published split" in labels[str(pub)]

@@ -97,6 +97,7 @@ def test_predict_rows_carry_the_guard(with_reference: Path, tmp_path: Path) -> N
     by = {Path(r["file"]).name: r for r in rows}
     assert not failures
     assert by["noise.png"]["ood"] == "out of distribution"
+    assert by["noise.png"]["decision"] == "no decision: out of distribution"  # not a class
     assert by["noise.png"]["ood_distance"] > load_checkpoint(with_reference).meta["ood_reference"]["threshold"]
 
 

@@ -290,3 +290,64 @@ def test_cli_predict_without_checkpoint(tmp_path: Path) -> None:
     # a pickle checkpoint is refused unless --allow-pickle (CheckpointError -> exit 2)
     (tmp_path / "m.pt").write_bytes(b"")
     assert main(["predict", str(tmp_path), "--checkpoint", str(tmp_path / "m.pt"), "--quiet"]) == 2
+
+
+@pytest.mark.parametrize("shape, why", [((1, 1), "image too small"), ((20, 100), "image too small"),
+                                        ((10, 4800), "extreme aspect ratio"), ((600, 64), "extreme aspect ratio")])
+def test_implausible_images_get_a_warning_and_no_decision(tmp_path: Path, ckpt_path: Path, shape, why: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A 1x1 PNG used to get "in distribution", p = 0.67; a 4800x10 strip a class: neither is a radiograph."""
+    Image.fromarray(np.full(shape, 128, np.uint8)).save(tmp_path / "odd.png")
+    Image.fromarray(_xray(0)).save(tmp_path / "x0.png")
+    out = tmp_path / "pred.csv"
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path), "--checkpoint", str(ckpt_path), "--json", "--csv", str(out),
+                 "--quiet"]) == 0
+    res = {Path(r["file"]).name: r for r in json.loads(capsys.readouterr().out)["results"]}
+    odd = res["odd.png"]
+    assert odd["status"] == "predicted" and odd["decision"] == f"no decision: {why}"
+    assert odd["p_fracture"] is None and "no decision" in odd["warning"]
+    assert res["x0.png"]["decision"] in ("fractured", "not fractured")  # a plausible image still gets one
+    with out.open(newline="") as fh:
+        rows = {Path(r["file"]).name: r for r in csv.DictReader(fh)}
+    assert rows["odd.png"]["decision"] == f"no decision: {why}" and rows["odd.png"]["p_fracture"] == ""
+
+
+def test_sizes_at_the_limits_are_plausible() -> None:
+    from fracbench.predict import MAX_ASPECT, MIN_SIDE, implausible
+
+    assert implausible((MIN_SIDE, MIN_SIDE)) == ""
+    assert implausible((MIN_SIDE, int(MIN_SIDE * MAX_ASPECT))) == ""
+    assert implausible((MIN_SIDE - 1, 100)) == "image too small"
+    assert implausible((MIN_SIDE, int(MIN_SIDE * MAX_ASPECT) + 1)) == "extreme aspect ratio"
+
+
+def test_out_of_distribution_means_no_decision(tmp_path: Path, ckpt_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A flagged image keeps its p_fracture but its decision column is no class, in the table, CSV and JSON."""
+    import shutil
+
+    from fracbench.checkpoint import write_ood_reference
+
+    guarded = tmp_path / "ck" / "best.safetensors"
+    guarded.parent.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copyfile(ckpt_path.with_suffix(suffix), guarded.with_suffix(suffix))
+    write_ood_reference(guarded, {"version": 1, "dim_in": 32, "center": [0.0] * 32, "components": None,
+                                  "mean": [0.0] * 32, "precision": np.eye(32).tolist(), "threshold": 0.0})
+    Image.fromarray(_xray(0)).save(tmp_path / "x0.png")
+    out = tmp_path / "pred.csv"
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "x0.png"), "--checkpoint", str(guarded), "--json", "--csv", str(out),
+                 "--quiet"]) == 0
+    (r,) = json.loads(capsys.readouterr().out)["results"]
+    assert r["ood"] == "out of distribution" and r["decision"] == "no decision: out of distribution"
+    assert 0 <= r["p_fracture"] <= 1
+    with out.open(newline="") as fh:
+        assert next(csv.DictReader(fh))["decision"] == "no decision: out of distribution"
+    assert main(["predict", str(tmp_path / "x0.png"), "--checkpoint", str(guarded), "--quiet"]) == 0
+    header, line = capsys.readouterr().out.splitlines()
+    row = dict(zip(header.split("\t"), line.split("\t"), strict=True))
+    assert row["decision"] == "no decision: out of distribution"
+    # printed numbers are rounded: 3 decimals, not 6.879825991861045
+    assert row["ood_distance"] == f"{r['ood_distance']:.3f}" and row["p_fracture"] == f"{r['p_fracture']:.3f}"

@@ -20,6 +20,11 @@ Rules (each is a reviewer's objection made into code):
   when the other rate is far below the paper's (a model that never calls "fractured" has specificity 1).
 - A test claim judged on fewer than :data:`MIN_TEST_GROUPS` independent test groups reads "no evidence".
   Copies of one radiograph are one unit of evidence: 200 images in 5 duplicate groups are 5, not 200.
+- A match that needs an artefact of the evaluation is not a reproduction: when the paper's value is
+  inside the interval only because accuracy is divided by the number of ``.jpg`` test files (the
+  interval over every test image misses it), because the checkpoint was chosen on the test set, or
+  because the split holds copies of test images in train, the verdict names it ("reached only through
+  the .jpg denominator", ... :data:`ARTEFACT_VERDICTS`), never "reproduced".
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ __all__ = [
     "LOSS_RELATIVE_TOLERANCE",
     "MIN_TEST_GROUPS",
     "MIN_TEST_IMAGES",
+    "ARTEFACT_VERDICTS",
     "ONE_SIDED_MARGIN",
     "TRAIN_FIT_METRICS",
     "SPLIT_VERDICTS",
@@ -58,9 +64,23 @@ ONE_SIDED_MARGIN = 0.01
 TRAIN_FIT_METRICS: tuple[str, ...] = ("train_loss", "train_accuracy")
 _ACCURACIES = ("accuracy", "test_accuracy")
 
+# artefact of the evaluation -> the verdict of a match that needs it (in this order when several do: the
+# verdict then names them all, e.g. "reached only through the .jpg denominator and test-set selection")
+ARTEFACT_VERDICTS: dict[str, str] = {
+    "jpg_denominator": "reached only through the .jpg denominator",
+    "leaked_split": "reached only through a leaked split",
+    "test_selection": "reached only through test-set selection",
+}
+_ARTEFACT_REASONS: dict[str, str] = {
+    "jpg_denominator": "inside the interval only as the tutorial counts it (correct / number of .jpg test files); "
+                       "over every test image {all_images} it is not",
+    "leaked_split": "the split holds copies of test images in train (a leaked split)",
+    "test_selection": "the checkpoint was chosen on test accuracy, so the test set picked this number",
+}
+
 # category -> the verdicts it may carry (the claims table counts them per category)
 VERDICTS: dict[str, tuple[str, ...]] = {
-    "test": ("reproduced", "not reproduced", "no evidence", "not comparable"),
+    "test": ("reproduced", *ARTEFACT_VERDICTS.values(), "not reproduced", "no evidence", "not comparable"),
     "train fit": ("train fit matches", "train fit differs", "not comparable"),
 }
 # what the published split, the grouped split (no copy across train/test) and their difference say about
@@ -82,6 +102,11 @@ class Evidence:
     majority: float | None = None  # majority-class accuracy of the same test split
     problem: str = ""  # why there is no value
     n_groups: int | None = None  # distinct duplicate groups behind the number (None: n_images, no copies known)
+    # when ``interval`` counts correct / number of .jpg test files: the interval over every test image
+    all_images_interval: tuple[float, float] | None = None
+    # artefacts of the evaluation the number depends on: "test_selection" (checkpoint chosen on test),
+    # "leaked_split" (test images with copies in train); see ARTEFACT_VERDICTS
+    artefacts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,7 +167,32 @@ def too_few(ev: Evidence) -> str:
 
 
 def judge(metric: str, paper: float, ev: Evidence) -> Verdict:
-    """The verdict on a model_result claim (``metric`` as in claims.yaml) given fracbench's evidence."""
+    """The verdict on a model_result claim (``metric`` as in claims.yaml) given fracbench's evidence.
+
+    A test claim that would read "reproduced" but needs an artefact of the evaluation (the ``.jpg``
+    denominator, test-set selection, a leaked split) reads "reached only through ..." instead.
+    """
+    v = _judge(metric, paper, ev)
+    if v.category != "test" or v.verdict != "reproduced":
+        return v
+    needs = []
+    lo_hi = ev.all_images_interval
+    if lo_hi is not None and not lo_hi[0] <= paper <= lo_hi[1]:
+        needs.append("jpg_denominator")
+    needs += [a for a in ARTEFACT_VERDICTS if a in ev.artefacts and a != "jpg_denominator"]
+    unknown = sorted(set(ev.artefacts) - set(ARTEFACT_VERDICTS))
+    if unknown:
+        raise ValueError(f"unknown artefact(s) {unknown}; known: {list(ARTEFACT_VERDICTS)}")
+    if not needs:
+        return v
+    names = [ARTEFACT_VERDICTS[a].removeprefix("reached only through ") for a in needs]
+    verdict = "reached only through " + (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1])
+    shown = f"[{lo_hi[0]:.4f}, {lo_hi[1]:.4f}]" if lo_hi is not None else ""
+    why = "; ".join(_ARTEFACT_REASONS[a].format(all_images=shown) for a in needs)
+    return Verdict(v.category, verdict, f"{why}; not a reproduction ({v.reason})")
+
+
+def _judge(metric: str, paper: float, ev: Evidence) -> Verdict:
     train = metric in TRAIN_FIT_METRICS
     category = "train fit" if train else "test"
     if ev.value is None:

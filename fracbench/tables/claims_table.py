@@ -79,6 +79,24 @@ def _at_selected(r: Run, epoch: int | None) -> bool:
     return epoch is None or int(r.record.get("selected_epoch", -1)) == epoch
 
 
+def leaked_split(r: Run) -> bool:
+    """Whether run ``r``'s test images have copies in its training images: record["leak"] counts test images
+    with an exact or near copy in train, or source images whose copies cross the split (the leak demo's naive split)."""
+    leak = r.record.get("leak") or {}
+    return any(isinstance(leak.get(k), (int, float)) and leak[k] > 0
+               for k in ("test_near_in_train", "test_exact_in_train", "sources_crossing_splits"))
+
+
+def _artefacts(runs: Sequence[Run], at_reported_checkpoint: bool) -> tuple[str, ...]:
+    """The evaluation artefacts behind the runs' number (see fracbench.tables.claims.ARTEFACT_VERDICTS)."""
+    out = []
+    if any(leaked_split(r) for r in runs):
+        out.append("leaked_split")
+    if at_reported_checkpoint and any(str(r.record.get("selected_on", "")).startswith("test") for r in runs):
+        out.append("test_selection")  # a number of the checkpoint the test set chose
+    return tuple(out)
+
+
 def _reproduce(claim: Claim, runs: Sequence[Run], exp: Experiment | None) -> _Reproduced:
     if not runs:
         return _Reproduced(Evidence(problem=f"{claim.experiment} was not run"))
@@ -121,13 +139,17 @@ def _reproduce(claim: Claim, runs: Sequence[Run], exp: Experiment | None) -> _Re
         balanced = _mean([r.test.get("balanced_accuracy") for r in at_sel]) if len(at_sel) == len(pairs) else None
         majority = _mean(majority_values) if test_metric else None
         ev = Evidence(mean, interval, kind, n_test if test_metric else _n_images(pairs[0][0], claim.metric),
-                      balanced if accuracy else None, majority, n_groups=n_groups)
+                      balanced if accuracy else None, majority, n_groups=n_groups,
+                      artefacts=_artefacts([r for r, _ in pairs], claim.epoch is None))
         return _Reproduced(ev, cell, _split_value(majority_values) if test_metric else DASH,
                            _num(balanced) if accuracy and balanced is not None else DASH)
     if claim.metric in RECORD_METRICS:
-        values, los, his = [], [], []
+        values, los, his, all_los, all_his = [], [], [], [], []
         for r in runs:
             v, ci = r.test.get(claim.metric), r.test.get(f"{claim.metric}_ci95")
+            if isinstance(ci, (list, tuple)) and len(ci) == 2 and _finite(ci) == list(ci):
+                all_los.append(float(ci[0]))  # over every test image, before any .jpg rescaling
+                all_his.append(float(ci[1]))
             if claim.metric == "accuracy" and r.record.get("protocol") == "as_published":
                 # as the tutorial counts: correct / number of .jpg files (the CI scaled alike)
                 counts = r.record.get("counts") or {}
@@ -151,7 +173,10 @@ def _reproduce(claim: Claim, runs: Sequence[Run], exp: Experiment | None) -> _Re
         if interval:
             cell += f" [{_num(interval[0])}, {_num(interval[1])}]"
         balanced = _mean([r.test.get("balanced_accuracy") for r in runs])
-        ev = Evidence(mean, interval, "95% bootstrap CI", n_test, balanced, _mean(majority_values), n_groups=n_groups)
+        all_images = (min(all_los), max(all_his)) if all_los and len(all_los) == len(values) else None
+        ev = Evidence(mean, interval, "95% bootstrap CI", n_test, balanced, _mean(majority_values), n_groups=n_groups,
+                      all_images_interval=all_images if all_images != interval else None,
+                      artefacts=_artefacts(runs, True))
         return _Reproduced(ev, cell, _split_value(majority_values) if accuracy else DASH,
                            _mean_sd([r.test.get("balanced_accuracy") for r in runs]) if accuracy else DASH)
     return _Reproduced(Evidence(problem=f"metric {claim.metric} has no counterpart in a record"))
@@ -220,7 +245,10 @@ def claims_table(runs: Sequence[Run], experiments: Any, claims: Sequence[Claim |
              f"{LOSS_RELATIVE_TOLERANCE:.0%} of the paper's (relative). no evidence: fewer than {MIN_TEST_GROUPS} "
              "independent test groups (copies of one image count once), no interval, or an accuracy whose balanced accuracy is unknown. not comparable: a "
              "dataset fact, a number quoted from another work (fracbench's stand-in is shown for orientation only), "
-             "or an experiment or epoch that was not run.",
+             "or an experiment or epoch that was not run. reached only through the .jpg denominator / test-set "
+             "selection / a leaked split: inside the interval only as the tutorial counts accuracy (correct / .jpg "
+             "files; over every test image it is not), at a checkpoint chosen on the test set, or on a split whose "
+             "test images have copies in train: never counted as reproduced.",
              "Accuracy of an as-published run is counted as the tutorial counts it (correct / number of .jpg test "
              "files; its interval scaled alike). Notes on the paper's inconsistencies are in baselines/claims.yaml."]
     if any(c.kind == "protocol_effect" for c in claims):
