@@ -27,7 +27,7 @@ SPLIT_TITLES = {
     "grouped": "grouped split (no duplicate or near-duplicate group crosses train/val/test)",
     "external": "external test (trained on the grouped split, tested on another dataset)",
 }
-NN_SIMILAR = 0.95  # descriptor similarity (fracbench.data.nearcopy) reported as "a very similar training image"
+NN_SIMILAR = 0.95  # polar-descriptor similarity (fracbench.copies) reported as "a very similar training image"
 
 
 def _rows_by_index(prepared: Any, manifest: Manifest) -> dict[str, list[int]]:
@@ -43,30 +43,40 @@ def _rows_by_index(prepared: Any, manifest: Manifest) -> dict[str, list[int]]:
 def copy_shares(prepared: Any, manifest: Manifest) -> dict[str, Any]:
     """How many test images of ``manifest`` have an exact copy, or an exact or near copy, in its train split.
 
-    Exact: the same file bytes or the same decoded pixels. Near: the same duplicate group
-    (fracbench.data.dedup: turned, flipped, zoomed, cropped or re-encoded copies).
+    Found afresh by the split verifier (fracbench.copies.verify_split), never with the groups that
+    built the split: exact = the same file bytes or decoded pixels; near = also a re-encoded, turned,
+    zoomed, cropped or mirrored copy confirmed by alignment. ``test_near_in_train_searched`` says what
+    a test image was compared with before it counts as having no copy.
     """
-    idx = prepared.index
+    res = verified_crossings(prepared, manifest)
     rows = _rows_by_index(prepared, manifest)
-    train = rows["train"]
-    train_keys = {idx.file_sha256[i] for i in train} | {idx.pixel_sha256[i] for i in train}
-    group_of: dict[int, int] = {}
-    for g, dup in enumerate(prepared.duplicates):
-        for i in dup.members:
-            group_of[i] = g
-    train_groups = {group_of[i] for i in train if i in group_of}
-    test = rows["test"]
-    exact = [i for i in test if idx.file_sha256[i] in train_keys or idx.pixel_sha256[i] in train_keys]
-    near = [i for i in test if i in exact or group_of.get(i, -1) in train_groups]
-    n = len(test)
+    n = len(rows["test"])
+    exact = sum(1 for c in res.crossings if c.how in ("file", "pixels"))
+    near = len(res.crossings)
     return {"test_images": n,
-            "test_exact_in_train": len(exact), "test_exact_in_train_share": len(exact) / n if n else None,
-            "test_near_in_train": len(near), "test_near_in_train_share": len(near) / n if n else None}
+            "test_exact_in_train": exact, "test_exact_in_train_share": exact / n if n else None,
+            "test_near_in_train": near, "test_near_in_train_share": near / n if n else None,
+            "test_near_in_train_searched": f"every train image by hashes; the {res.candidates_per_query} most "
+                                           "similar aligned"}
+
+
+_VERIFIED: dict[tuple[int, str], Any] = {}
+
+
+def verified_crossings(prepared: Any, manifest: Manifest) -> Any:
+    """The split verifier's crossings (test images with a copy in train) of ``manifest``, once per process."""
+    from fracbench.copies import verify_split
+
+    key = (id(prepared.index), manifest.fingerprint)
+    if key not in _VERIFIED:
+        rows = _rows_by_index(prepared, manifest)
+        _VERIFIED[key] = verify_split(prepared.index, rows["test"], rows["train"])
+    return _VERIFIED[key]
 
 
 def nn_similarity(prepared: Any, manifest: Manifest) -> dict[str, Any]:
     """Each test image's highest descriptor similarity to any training image: median, 90th percentile, share >= NN_SIMILAR."""
-    from fracbench.data.nearcopy import nearest_similarity
+    from fracbench.copies import nearest_similarity
 
     rows = _rows_by_index(prepared, manifest)
     sim = nearest_similarity(prepared.index.mids[rows["test"]], prepared.index.mids[rows["train"]])
@@ -107,21 +117,12 @@ def shared_images(external: Any, base: Any, rows: Sequence[int]) -> dict[int, st
     """Which of ``external``'s index positions ``rows`` also occur in ``base`` (any split), and how.
 
     By content, never by name: the same file bytes or decoded pixels ("exact"), or a keypoint-
-    confirmed turned/zoomed/cropped/re-encoded copy ("near", fracbench.data.nearcopy).
+    confirmed turned/zoomed/cropped/re-encoded copy ("near", fracbench.copies.match_sets).
     """
-    from fracbench.data.nearcopy import cross_copies
+    from fracbench.copies import match_sets
 
-    eidx, bidx = external.index, base.index
-    keys = {k for i in np.flatnonzero(bidx.ok) for k in (bidx.file_sha256[i], bidx.pixel_sha256[i])}
-    out: dict[int, str] = {}
-    for i in rows:
-        if eidx.file_sha256[i] in keys or eidx.pixel_sha256[i] in keys:
-            out[i] = "exact"
-    rest = [i for i in rows if i not in out]
-    base_ok = np.flatnonzero(bidx.ok)
-    for a, _, _ in cross_copies(eidx.mids[rest], bidx.mids[base_ok]):
-        out[rest[a]] = "near"
-    return out
+    found = match_sets(external.index, rows, base.index, np.flatnonzero(base.index.ok))
+    return {c.query: "exact" if c.how in ("file", "pixels") else "near" for c in found.crossings}
 
 
 def external_manifest(base_manifest: Manifest, external: Any, base: Any) -> tuple[CombinedManifest, dict[str, Any]]:

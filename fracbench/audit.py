@@ -4,8 +4,11 @@ Everything the data itself can tell before any model is trained:
 
 * exact duplicates, counted twice: by file SHA-256 (byte-identical files) and by SHA-256 of the
   decoded pixels (the same picture stored in different bytes);
-* near-duplicates: perceptual hashes under all eight rotations/flips (fracbench.data.dedup),
-  each pair confirmed by comparing pixels under the matching rotation/flip;
+* near copies (fracbench.copies): re-encoded copies by perceptual hashes under all eight
+  rotations/flips, turned (any angle), zoomed, cropped and mirrored copies by alignment, each
+  member confirmed against an earlier one;
+* copies across the given split (the user's own folders, kept image by image) and across
+  fracbench's grouped re-split (``fracbench audit --split given|grouped``);
 * duplicate groups that cross the splits of a manifest (fracbench's own, where there must be
   none, or a user's, e.g. a naive random split, whose leaks this shows);
 * groups whose members carry different labels (each one named);
@@ -31,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from fracbench.copies import dihedral
+from fracbench.copies.groups import CLOSE, MAX_PIXEL_DIFF, MIN_CLOSE_SHARE, confirm_pair
 from fracbench.data import Prepared
 from fracbench.data.base import SPLITS
-from fracbench.data.dedup import CLOSE, MAX_PIXEL_DIFF, MIN_CLOSE_SHARE
-from fracbench.data.index import dihedral
 from fracbench.data.manifest import Manifest
 from fracbench.io import atomic_write_json, atomic_write_text
 
@@ -165,9 +168,9 @@ def _closest_member(idx, i: int, earlier: Sequence[int], pixels: Mapping[int, np
            "confirmed": how != "near" or (mean <= limit and close >= MIN_CLOSE_SHARE)}
     if not out["confirmed"] and matcher is not None:
         for c in cands[:KEYPOINT_TRIES]:
-            chk = matcher.check(i, c[2], 0)
+            chk = confirm_pair(matcher, i, c[2])
             if chk.confirmed:
-                out.update(match_of=c[2], match="keypoints", transform="turned/zoomed/cropped",
+                out.update(match_of=c[2], match="keypoints", transform=f"turned/zoomed/cropped/mirrored ({chk.method})",
                            mean_abs_diff=None, close_share=None, confirmed=True, inliers=chk.inliers,
                            correlation=round(chk.ncc, 4))
                 break
@@ -176,14 +179,14 @@ def _closest_member(idx, i: int, earlier: Sequence[int], pixels: Mapping[int, np
 
 def _duplicate_groups(prepared: Prepared, split_of: Sequence[str], root: Path,
                       pixels: Mapping[int, np.ndarray] | None) -> tuple[list[dict], dict[str, Any]]:
-    """Every duplicate group of fracbench.data.dedup, each member tied to an earlier one and confirmed."""
+    """Every copy group (fracbench.copies), each member tied to an earlier one and confirmed."""
     idx = prepared.index
     recs = idx.records
     size = COMPARE if pixels else 32
     limit = CONFIRM_MEAN.get(size, MAX_PIXEL_DIFF)
     matcher = None
     if any(g.kind == "near" for g in prepared.duplicates) and getattr(idx, "mids", None) is not None:
-        from fracbench.data.nearcopy import Matcher
+        from fracbench.copies import Matcher
 
         matcher = Matcher(idx.mids)
     groups_out = []
@@ -222,6 +225,19 @@ def _duplicate_groups(prepared: Prepared, split_of: Sequence[str], root: Path,
                         "close_share_min": MIN_CLOSE_SHARE, "unconfirmed_pairs": unconfirmed},
     }
     return groups_out, summary
+
+
+def _verified(prepared: Prepared, manifest: Manifest) -> dict[str, Any]:
+    """Test images with a copy in train by the split verifier (fracbench.copies.verify_split): found afresh,
+    without the copy groups, so it checks them as well as the split."""
+    from fracbench.anatomy import verified_crossings
+
+    recs = prepared.index.records
+    res = verified_crossings(prepared, manifest)
+    return {"test_images_with_a_copy_in_train": len(res.crossings), "test_images": res.queries,
+            "searched": f"{res.base_images} train images by hashes; the {res.candidates_per_query} most similar "
+                        "aligned turn by turn",
+            "pairs": [{"test": recs[c.query].id, "train": recs[c.base].id, "how": c.how} for c in res.crossings]}
 
 
 def _leaks(groups_out: Sequence[dict], manifest: Manifest) -> dict[str, Any]:
@@ -282,7 +298,8 @@ def _class_balance(manifest: Manifest) -> dict[str, Any]:
 
 
 def audit(prepared: Prepared, manifest: Manifest | None = None,
-          pixels: Mapping[int, np.ndarray] | None = None, overlap: Prepared | None = None) -> dict[str, Any]:
+          pixels: Mapping[int, np.ndarray] | None = None, overlap: Prepared | None = None,
+          split_mode: str | None = None) -> dict[str, Any]:
     """Everything the audit reports, as plain data (JSON-ready; paths relative to the dataset root).
 
     ``manifest`` is the split to check for leaks (default: fracbench's own). ``pixels`` maps record
@@ -297,7 +314,7 @@ def audit(prepared: Prepared, manifest: Manifest | None = None,
     root = Path(prepared.dataset.root)
     own = prepared.manifest
     manifest = manifest or own
-    given = manifest is not own
+    given = manifest is not own and split_mode is None  # a manifest the user gave, not one of fracbench's modes
     by_id, by_path = _split_lookup(manifest, root)
     split_of = [_split_of(r, by_id, by_path, root) for r in recs]
 
@@ -310,6 +327,7 @@ def audit(prepared: Prepared, manifest: Manifest | None = None,
                  "splits": [m["split"] for m in g["members"]], "labels": [m["label"] for m in g["members"]]}
                 for g in groups_out if g["crosses_splits"]]
     leaks = _leaks(groups_out, manifest)
+    leaks["verified"] = _verified(prepared, manifest)
     own_crossing = len(crossing_groups([g.members for g in prepared.duplicates], recs, own, root)) if given \
         else len(crossing)
     split_sizes = Counter(r.split for r in manifest.rows)
@@ -319,7 +337,8 @@ def audit(prepared: Prepared, manifest: Manifest | None = None,
         "root": str(root),
         "images_found": len(recs),
         "images_readable": int(idx.ok.sum()),
-        "manifest": {"source": "given" if given else "fracbench", "split_mode": None if given else prepared.split_mode,
+        "manifest": {"source": "given" if given else "fracbench",
+                     "split_mode": None if given else (split_mode or prepared.split_mode),
                      "fingerprint": manifest.fingerprint, "images": len(manifest.rows),
                      "splits": {s: int(split_sizes.get(s, 0)) for s in SPLITS}},
         "exact_duplicates": _exact_duplicates(idx),
@@ -579,9 +598,11 @@ def print_audit(report: dict[str, Any]) -> None:
 
     r = report
     ex, dg, lk, fl = r["exact_duplicates"], r["duplicate_groups"], r["leaks"], r["faults"]
+    m = r["manifest"]
+    how = {"given": "a manifest you gave"}.get(m["source"]) or f"split mode {m.get('split_mode')}"
+    sizes = ", ".join(f"{k} {v}" for k, v in m["splits"].items())
     console.print(f"[bold]audit of {r['dataset']}[/]: {r['images_found']} images, {r['images_readable']} readable; "
-                  f"split: {'given manifest' if r['manifest']['source'] == 'given' else 'fracbench manifest'} "
-                  f"{r['manifest']['fingerprint'][:12]}")
+                  f"split: {how} ({sizes}; {m['fingerprint'][:12]})")
     t = Table("finding", "count", "detail", title="Duplicates and leaks")
     for name, key in (("exact, by file hash", "by_file_hash"), ("exact, by pixel hash", "by_pixel_hash"),
                       ("pixel-identical, different files", "pixel_identical_but_different_files")):
@@ -596,6 +617,11 @@ def print_audit(report: dict[str, Any]) -> None:
     t.add_row(f"[{style}]groups crossing splits[/]", str(lk["groups_crossing_splits"]),
               f"{lk['test_images_with_a_copy_in_train']} test / {lk['val_images_with_a_copy_in_train']} val images "
               "with a copy in train")
+    if lk.get("verified"):
+        v = lk["verified"]
+        style = "red" if v["test_images_with_a_copy_in_train"] else "green"
+        t.add_row(f"[{style}]test images with a copy in train (verifier)[/]", str(v["test_images_with_a_copy_in_train"]),
+                  f"of {v['test_images']}, found afresh without the groups: {v['searched']}")
     if r["manifest"]["source"] == "given":
         t.add_row("  (fracbench's own manifest)", str(lk["fracbench_manifest_groups_crossing"]), "")
     t.add_row("groups with conflicting labels", str(len(r["conflicting_label_groups"])),

@@ -567,6 +567,10 @@ def _configure_audit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", help="check this split (a fracbench manifest CSV, e.g. a naive random split) for "
                    "leaks instead of fracbench's own")
     p.add_argument("--split-seed", type=int, default=0, help="seed of fracbench's own split")
+    p.add_argument("--split", choices=("given", "grouped"), default="given",
+                   help="which split the detailed leak check reads: 'given' (default) keeps the folder's own "
+                        "train/val/test image by image, as you made it; 'grouped' is fracbench's re-split where no "
+                        "copy group crosses splits. Copies across both are always summarised, the given split first")
     p.add_argument("--overlap-with", metavar="DATASET[=PATH]",
                    help="also report which images of this other dataset occur here, by content (e.g. fracatlas=PATH)")
     p.add_argument("--out", help="folder for audit.json and audit.html (default: results/adhoc/<dataset>/audit/, "
@@ -585,13 +589,19 @@ def _audit(args: argparse.Namespace) -> int:
     from fracbench.paths import adhoc_dir
 
     prepared = prepare(args.dataset, args.data_dir, seed=args.split_seed, progress=not args.quiet)
-    manifest = Manifest.read(args.manifest, prepared.name, prepared.dataset.root) if args.manifest else None
+    if args.manifest:
+        manifest = Manifest.read(args.manifest, prepared.name, prepared.dataset.root)
+    elif args.split == "grouped":
+        manifest = prepared.manifest_for("grouped", seed=args.split_seed)
+    else:
+        manifest = None
     other = None
     if args.overlap_with:
         name, _, path = args.overlap_with.partition("=")
         other = prepare(name, path or None, progress=not args.quiet)
     squares, thumbs = decode_group_images(prepared)
-    report = audit(prepared, manifest, pixels=squares, overlap=other)
+    report = audit(prepared, manifest, pixels=squares, overlap=other,
+                   split_mode="grouped" if args.split == "grouped" and not args.manifest else None)
     out = Path(args.out) if args.out else adhoc_dir(prepared.name) / "audit"
     paths = write_audit(report, out, thumbs)
     if args.json:

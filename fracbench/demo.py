@@ -391,8 +391,10 @@ def lookup_upload(lookup: Lookup | None, file: str | None, nearest: int = 5) -> 
         verdict = (f"**{name} is in the {lookup.dataset} dataset: {len(copies)} cop{'y' if len(copies) == 1 else 'ies'}"
                    f"** (splits: {', '.join(splits)}).")
     else:
-        verdict = (f"**No copy of {name} in the {lookup.dataset} dataset** ({len(lookup)} images); the most similar "
-                   "images are shown, none close enough to be a copy.")
+        verdict = (f"**No copy of {name} found** among {lookup.searched()}; the most similar images are shown, "
+                   "none close enough to be a copy.")
+    if lookup.manifest_note:
+        verdict += f" ({lookup.manifest_note}.)"
     return verdict, rows, gallery
 
 
@@ -572,9 +574,9 @@ def prepare(checkpoint: str | os.PathLike[str] | None = None, *, results: str | 
             echo(f"trained {default}")
     lookup = None
     if lookup_data:
-        from fracbench.lookup import load_lookup
+        from fracbench.lookup import checkpoint_manifest_sha, load_lookup
 
-        lookup = load_lookup(lookup_data, results_dir, progress=progress)
+        lookup = load_lookup(lookup_data, results_dir, progress=progress, manifest_sha=checkpoint_manifest_sha(default))
         echo(f"lookup: {len(lookup)} images of {lookup.dataset} indexed")
     demo = build_demo(found, default, notice=notice, allow_pickle=allow_pickle, results=results_dir, lookup=lookup)
     demo.fracbench_default = default

@@ -1,11 +1,14 @@
-""""Is this image in the training set?": an upload matched against a dataset's duplicate index.
+""""Is this image in the training set?": an upload matched against a dataset's copy index.
 
 The same facts the splitter uses (:mod:`fracbench.data.index`) answer the question, with the same
-rules as :mod:`fracbench.data.dedup`: an exact copy shares the file SHA-256 or the decoded-pixel
-SHA-256; a near copy has a perceptual hash within ``MAX_DISTANCE`` bits of one of the eight
-rotations/flips of an indexed image, confirmed by comparing 32 px thumbnails under that transform.
-Matches come back with the indexed image's label and split and its thumbnail (from the index, not
-the file), so a leak is visible: the same picture in train and test.
+detector (:mod:`fracbench.copies`): an exact copy shares the file SHA-256 or the decoded-pixel
+SHA-256; a re-encoded copy has a perceptual hash within ``MAX_DISTANCE`` bits of one of the eight
+rotations/flips of an indexed image, confirmed on 32 px thumbnails; a turned (any angle), zoomed,
+cropped or mirrored copy is among the indexed images most similar by the polar descriptors and is
+confirmed by alignment and pixels. Matches come back with the indexed image's label and split (from
+the manifest the checkpoint was trained on, found by its fingerprint) and its thumbnail, so a leak
+is visible: the same picture in train and test. A miss is reported with what was searched
+(:meth:`Lookup.searched`): "no copy found among N candidates", never a bare "no copy".
 
 Matchers are pluggable: :class:`Lookup` runs each :class:`Matcher` in ``matchers`` and keeps the
 strongest match per indexed image, so a keypoint-based verifier for small rotations and crops can
@@ -23,8 +26,10 @@ from typing import Protocol
 
 import numpy as np
 
-from fracbench.data.dedup import CLOSE, MAX_DISTANCE, MAX_PIXEL_DIFF, MIN_CLOSE_SHARE, _popcount
-from fracbench.data.index import dihedral, phash64
+from fracbench.copies import dihedral, phash64
+from fracbench.copies import thumb as copy_thumb
+from fracbench.copies.groups import CLOSE, MAX_DISTANCE, MAX_PIXEL_DIFF, MIN_CLOSE_SHARE
+from fracbench.copies.groups import popcount as _popcount
 
 TRANSFORMS = ("identity", "flipped", "rotated 90°", "rotated 90°, flipped", "rotated 180°", "rotated 180°, flipped",
               "rotated 270°", "rotated 270°, flipped")  # the order of index.dihedral
@@ -49,9 +54,7 @@ class Query:
 
     @property
     def thumb(self) -> np.ndarray:
-        from fracbench.data.index import _thumb
-
-        return _thumb(self.pixels)
+        return copy_thumb(self.pixels)
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,18 @@ class Lookup:
     phash: np.ndarray  # (N, 8) uint64
     thumbs: np.ndarray  # (N, 32, 32) uint8
     matchers: list[Matcher] = field(default_factory=list)
-    mids: np.ndarray | None = None  # (N, 128, 128) uint8: the keypoint check's squares (fracbench.data.nearcopy)
+    mids: np.ndarray | None = None  # (N, MID, MID) uint8: letterboxed squares (fracbench.copies.features)
+    manifest_note: str = ""  # which manifest the splits come from
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def searched(self) -> str:
+        """What a lookup compares an image with: the words behind "no copy found among ..."."""
+        k = max((getattr(m, "k", 0) for m in self.matchers), default=0)
+        aligned = f"; the {min(k, len(self))} most similar aligned turn by turn" if k and self.mids is not None else ""
+        return (f"{len(self)} indexed images of {self.dataset} (exact bytes and pixels, perceptual hashes under "
+                f"8 turns/flips{aligned})")
 
     def match_of(self, row: int, kind: str, **kw) -> Match:
         return Match(row, kind, self.ids[row], int(self.labels[row]), self.splits[row], self.paths[row],
@@ -173,31 +184,34 @@ class PerceptualMatcher:
 
 @dataclass
 class KeypointMatcher:
-    """Copies turned by a few degrees, zoomed or cropped (fracbench.data.nearcopy's rules): the most similar
-    indexed images by descriptor, each confirmed by keypoints and pixel correlation."""
+    """Copies turned by any angle, zoomed, cropped or mirrored (fracbench.copies): the ``k`` indexed images most
+    similar by the polar descriptors, each aligned (polar rotation search, then keypoints) and confirmed by pixels."""
 
-    k: int = 5  # candidates checked per query
+    k: int = 8  # candidates aligned per query
     name: str = "keypoints"
     _base: np.ndarray | None = field(default=None, repr=False)
 
     def match(self, query: Query, lookup: Lookup) -> list[Match]:
-        from fracbench.data import nearcopy as N
+        from fracbench.copies import descriptors as D
+        from fracbench.copies import mid_image
+        from fracbench.copies.confirm import Matcher as PairMatcher
 
         if lookup.mids is None or not len(lookup):
             return []
         if self._base is None or len(self._base) != len(lookup):
-            self._base = np.stack([N.descriptor(m) for m in lookup.mids])
-        qm = N.mid_image(query.pixels)
-        idx, sim, var = N.nearest(N.descriptor_variants(qm)[None], self._base, k=self.k)
-        check = N.Matcher(qm[None], lookup.mids)
+            self._base = D.invariant(D.encode_polar(lookup.mids, shifts=False))[:, 0]
+        qm = mid_image(query.pixels)
+        idx, _ = D.shortlist(D.invariant(D.encode_polar(qm[None])), self._base, self.k)
+        check = PairMatcher(qm[None], lookup.mids)
         out = []
-        for c in range(idx.shape[1]):
-            if sim[0, c] < N.MIN_SIMILARITY:
-                continue
-            chk = check.check(0, int(idx[0, c]), int(var[0, c]) // len(N.ANGLES))
+        for c in idx[0]:
+            chk = check.check_polar(0, int(c))
+            if not chk.confirmed:
+                chk = check.check_any(0, int(c))
             if chk.confirmed:
-                out.append(lookup.match_of(int(idx[0, c]), "near duplicate",
-                                           transform=f"turned/zoomed/cropped (pixel correlation {chk.ncc:.3f})"))
+                out.append(lookup.match_of(int(c), "near duplicate",
+                                           transform=f"turned/zoomed/cropped/mirrored (aligned by {chk.method}; "
+                                                     f"pixel correlation {chk.ncc:.3f}, detail {chk.detail:.2f})"))
         return out
 
 
@@ -205,10 +219,10 @@ def default_matchers() -> list[Matcher]:
     return [ExactMatcher(), PerceptualMatcher(), KeypointMatcher()]
 
 
-def build_lookup(prepared, matchers: Sequence[Matcher] | None = None) -> Lookup:
-    """A :class:`Lookup` over every image of a prepared dataset that is in its manifest."""
+def build_lookup(prepared, matchers: Sequence[Matcher] | None = None, manifest=None, manifest_note: str = "") -> Lookup:
+    """A :class:`Lookup` over every image of a prepared dataset that is in ``manifest`` (default: its own)."""
     index = prepared.index
-    manifest = prepared.manifest
+    manifest = manifest if manifest is not None else prepared.manifest
     by_path = {str(manifest.abspath(r).resolve()): r for r in manifest.rows}
     keep, rows = [], []
     for i, rec in enumerate(index.records):
@@ -229,6 +243,7 @@ def build_lookup(prepared, matchers: Sequence[Matcher] | None = None) -> Lookup:
         thumbs=index.thumbs[k] if len(k) else np.zeros((0, 32, 32), np.uint8),
         matchers=list(matchers) if matchers is not None else default_matchers(),
         mids=index.mids[k] if len(k) else None,
+        manifest_note=manifest_note,
     )
 
 
@@ -247,13 +262,61 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return name, path or None
 
 
-def load_lookup(spec: str, results: str | os.PathLike[str] | None = None, progress: bool = True) -> Lookup:
-    """Prepare the dataset named by ``spec`` (with its committed manifest under ``results``, when there
-    is one, so the splits shown are the ones the models were trained on) and index it."""
+def checkpoint_manifest_sha(checkpoint: str | os.PathLike[str]) -> str | None:
+    """The fingerprint of the manifest a checkpoint was trained on: its record's ``manifest_sha256``
+    (the record beside it, or the one its sidecar names); None when no record says."""
+    import json
+
+    p = Path(checkpoint)
+    candidates = [p.parent / "record.json"]
+    try:
+        side = json.loads(p.with_suffix(".json").read_text())
+        if isinstance(side.get("record"), str):
+            candidates.insert(0, (p.parent / side["record"]))
+        if isinstance(side.get("record"), dict) and side["record"].get("manifest_sha256"):
+            return str(side["record"]["manifest_sha256"])
+    except (OSError, ValueError):
+        pass
+    for c in candidates:
+        try:
+            sha = json.loads(c.read_text()).get("manifest_sha256")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if sha:
+            return str(sha)
+    return None
+
+
+def find_manifest(results: Path, name: str, sha256: str) -> Path | None:
+    """The committed manifest of dataset ``name`` whose bytes have fingerprint ``sha256``."""
+    folder = results / name / "manifests"
+    for path in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
+        if hashlib.sha256(path.read_bytes()).hexdigest() == sha256:
+            return path
+    return None
+
+
+def load_lookup(spec: str, results: str | os.PathLike[str] | None = None, progress: bool = True,
+                manifest_sha: str | None = None) -> Lookup:
+    """Prepare the dataset named by ``spec`` and index it, with the splits of the manifest whose
+    fingerprint is ``manifest_sha`` (a checkpoint's, see :func:`checkpoint_manifest_sha`), so the
+    splits shown are the ones that model was trained on. Without one, or when that manifest is not
+    under ``results``, the dataset's committed ``<dataset>.csv`` (or a fresh split), and the lookup says so."""
     from fracbench.data import prepare
     from fracbench.paths import default_results_dir
 
     name, path = parse_spec(spec)
-    committed = Path(results or default_results_dir()) / name / "manifests" / f"{name}.csv"
-    return build_lookup(prepare(name, path, progress=progress,
-                                manifest_path=committed if committed.is_file() else None))
+    res = Path(results or default_results_dir())
+    committed = res / name / "manifests" / f"{name}.csv"
+    chosen = find_manifest(res, name, manifest_sha) if manifest_sha else None
+    if chosen is not None:
+        note = f"splits from the checkpoint's own manifest {chosen.name} ({manifest_sha[:12]})"
+    elif manifest_sha:
+        note = (f"the checkpoint's manifest {manifest_sha[:12]} is not under {res / name / 'manifests'}: "
+                f"splits shown are {'the committed ' + committed.name if committed.is_file() else 'a fresh split'}, "
+                "not necessarily the ones the model was trained on")
+    else:
+        note = f"splits from {'the committed ' + committed.name if committed.is_file() else 'a fresh split'}"
+    use = chosen or (committed if committed.is_file() else None)
+    prepared = prepare(name, path, progress=progress, manifest_path=use)
+    return build_lookup(prepared, manifest_note=note)

@@ -12,8 +12,8 @@ pytest.importorskip("cv2")
 
 import sys  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent / "data"))
-from test_nearcopy import radiograph, turned  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent / "copies"))
+from test_copies import radiograph, turned  # noqa: E402
 
 from fracbench import anatomy  # noqa: E402
 from fracbench.data import prepare  # noqa: E402

@@ -102,8 +102,8 @@ def test_a_copy_turned_a_few_degrees_and_zoomed_is_found_by_the_keypoint_matcher
     import sys
 
     pytest.importorskip("cv2")
-    sys.path.insert(0, str(Path(__file__).parent / "data"))
-    from test_nearcopy import radiograph, turned
+    sys.path.insert(0, str(Path(__file__).parent / "copies"))
+    from test_copies import radiograph, turned
 
     for cls in ("fractured", "not fractured"):
         (tmp_path / cls).mkdir()

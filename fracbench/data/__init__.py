@@ -87,14 +87,14 @@ class Prepared:
 def prepare(name: str, data_dir: str | os.PathLike[str] | None = None, seed: int = 0,
             progress: bool = True, manifest_path: str | os.PathLike[str] | None = None) -> Prepared:
     """Scan, decode once, find duplicates and split (or read the given manifest)."""
-    from fracbench.data.dedup import find_duplicates
+    from fracbench.copies import find_copies
     from fracbench.data.index import build_index
     from fracbench.data.manifest import Manifest, make_manifest
 
     ds = open_dataset(name, data_dir)
     listing = ds.scan()
     index = build_index(listing.records, progress=progress)
-    dups = find_duplicates(index, progress=progress)
+    dups = find_copies(index, progress=progress, cache_names=[r.path for r in index.records])
     mode = ds.default_split
     if manifest_path:
         manifest = Manifest.read(manifest_path, ds.name, ds.root)

@@ -61,7 +61,7 @@ class Dataset(ABC):
     url: ClassVar[str] = ""
     # how fracbench splits it by default, and the other manifests it offers (fracbench.data.manifest.SPLIT_MODES)
     default_split: ClassVar[str] = "given"
-    split_modes: ClassVar[tuple[str, ...]] = ("given",)
+    split_modes: ClassVar[tuple[str, ...]] = ("given", "grouped")
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()

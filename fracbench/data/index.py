@@ -1,10 +1,9 @@
-"""One decoding pass over a dataset: file and pixel hashes, perceptual hashes, faults.
+"""One decoding pass over a dataset: file hashes, copy-finding features, faults.
 
 Every image is decoded once here (and remembered in the cache, keyed by path, size and mtime),
-giving what splitting, duplicate detection, ``data info`` and the audit need: a file SHA-256, a
-SHA-256 of the decoded pixels, 64-bit perceptual hashes of the eight rotations/flips of the image,
-a small thumbnail for pixel confirmation of near-duplicates, a 128 px square for the keypoint
-check of turned/zoomed/cropped copies (fracbench.data.nearcopy), and the decoder's faults.
+giving what splitting, copy finding, ``data info`` and the audit need: a file SHA-256, the
+features of fracbench.copies.encode (decoded-pixel SHA-256, perceptual hashes of the eight
+turns/flips, a thumbnail, a letterboxed square), the decoded shape and the decoder's faults.
 """
 
 from __future__ import annotations
@@ -18,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from fracbench.copies import MID, THUMB
+from fracbench.copies import encode as encode_copy_features
+from fracbench.copies.features import FEATURES_VERSION
 from fracbench.data.base import Fault, ImageRecord
 from fracbench.io import atomic_write_bytes, atomic_write_json
 from fracbench.paths import cache_dir
 
-THUMB = 32  # thumbnail side used for perceptual hashes and pixel confirmation
-INDEX_VERSION = 2  # 2: the 128 px squares for fracbench.data.nearcopy
+INDEX_VERSION = 10 + FEATURES_VERSION  # the cache layout (10) and the copy features it holds
 
 
 @dataclass
@@ -36,34 +37,9 @@ class ImageIndex:
     pixel_sha256: list[str]
     phash: np.ndarray  # (N, 8) uint64: perceptual hash of each dihedral transform (0 = identity)
     thumbs: np.ndarray  # (N, THUMB, THUMB) uint8
-    mids: np.ndarray  # (N, MID, MID) uint8: the keypoint check's squares (fracbench.data.nearcopy)
+    mids: np.ndarray  # (N, MID, MID) uint8: letterboxed squares (fracbench.copies.features)
     shapes: np.ndarray  # (N, 2) int: decoded height, width
     faults: list[Fault]  # unreadable and truncated files
-
-
-def dihedral(a: np.ndarray) -> list[np.ndarray]:
-    """The eight rotations and flips of a 2-D array, identity first."""
-    out = []
-    for k in range(4):
-        r = np.rot90(a, k)
-        out.append(r)
-        out.append(np.fliplr(r))
-    return out
-
-
-def phash64(thumb: np.ndarray) -> int:
-    """DCT perceptual hash (as imagehash.phash) of a THUMBxTHUMB uint8 array, as an int."""
-    from scipy.fft import dctn
-
-    d = dctn(thumb.astype(np.float64), norm="ortho")[:8, :8]
-    bits = (d > np.median(d)).ravel()
-    return int(np.packbits(bits).view(">u8")[0])
-
-
-def _thumb(pixels: np.ndarray) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(pixels).resize((THUMB, THUMB), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def _describe(path: str) -> tuple[int, int]:
@@ -74,7 +50,6 @@ def _describe(path: str) -> tuple[int, int]:
 def build_index(records: Sequence[ImageRecord], progress: bool = True, use_cache: bool = True) -> ImageIndex:
     """Decode every record once (or reuse the cached facts) and hash it."""
     from fracbench.data.decode import DecodeError, decode_image
-    from fracbench.data.nearcopy import MID, mid_image
     from fracbench.progress import track
 
     n = len(records)
@@ -104,17 +79,8 @@ def build_index(records: Sequence[ImageRecord], progress: bool = True, use_cache
                 cached = {"ok": False, "fault": ["unreadable", str(getattr(exc, "reason", exc))]}
             else:
                 px = decoded.pixels
-                t = _thumb(px)
-                cached = {
-                    "ok": True,
-                    "file_sha256": hashlib.sha256(data).hexdigest(),
-                    "pixel_sha256": hashlib.sha256(px.tobytes() + str(px.shape).encode()).hexdigest(),
-                    "phash": [str(phash64(v)) for v in dihedral(t)],
-                    "thumb": t,
-                    "mid": mid_image(px),
-                    "shape": list(px.shape[:2]),
-                    "warnings": list(decoded.warnings),
-                }
+                cached = {"ok": True, "file_sha256": hashlib.sha256(data).hexdigest(), **encode_copy_features(px),
+                          "shape": list(px.shape[:2]), "warnings": list(decoded.warnings)}
             if store:
                 store.put(rec.path, stamp, cached)
         if not cached["ok"]:
@@ -184,8 +150,6 @@ class _IndexStore:
         if not self.dirty:
             return
         import io
-
-        from fracbench.data.nearcopy import MID
 
         for path, items, side in ((self.thumb_path, self.thumbs, THUMB), (self.mid_path, self.mids, MID)):
             buf = io.BytesIO()

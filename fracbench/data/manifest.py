@@ -17,8 +17,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fracbench.copies import CopyGroup
 from fracbench.data.base import SPLITS, Fault
-from fracbench.data.dedup import DuplicateGroup
 from fracbench.data.index import ImageIndex
 from fracbench.io import atomic_write_bytes
 
@@ -113,17 +113,19 @@ def deal(sizes: Sequence[int], splits: Sequence[str], share: Mapping[str, float]
 
 
 SPLIT_MODES = {
-    "given": "the dataset's own splits kept per duplicate group (a group that crosses them moves to test)",
-    "published": "the dataset's own splits kept image by image, copies across them included",
+    "given": "the dataset's own split folders kept image by image, copies across them included (and reported); "
+             "val carved from train by duplicate group when there is no val folder",
+    "published": "a release's own split kept image by image: the same rule as \"given\", named for a public release",
     "grouped": "the dataset's own splits ignored: every duplicate group dealt to one split",
 }
+IMAGE_BY_IMAGE = ("given", "published")  # the modes that keep a dataset's own split folders as they are
 
 
 def make_manifest(
     dataset: str,
     root: Path,
     index: ImageIndex,
-    duplicates: list[DuplicateGroup],
+    duplicates: list[CopyGroup],
     seed: int = 0,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     mode: str = "given",
@@ -131,9 +133,10 @@ def make_manifest(
     """Assign splits to every readable record; return the manifest and split-level faults.
 
     ``mode`` (``SPLIT_MODES``) says what happens to splits fixed by the dataset (MURA's official
-    valid set, an image folder's train/val/test): "given" keeps them for whole duplicate groups,
-    "published" keeps them image by image (what a user of the release trains on, leaks included),
-    "grouped" ignores them. The remaining groups are shuffled by ``seed`` within strata of
+    valid set, an image folder's train/val/test): "given" (or "published") keeps them image by image,
+    as the user or the release made them, copies across them included (each crossing group is
+    reported as a fault, and the audit counts them); "grouped" ignores them. A user's split is never
+    re-dealt unless "grouped" is asked for. The remaining groups are shuffled by ``seed`` within strata of
     (label, body part) and dealt to the free splits so each reaches its share of images; a preset
     train split without a val split is the pool val is carved from.
     """
@@ -156,8 +159,9 @@ def make_manifest(
             parent[other] = roots[0]
     gid = [find(r.group) for r in recs]
     given_of = ["" if mode == "grouped" else recs[k].split for k in range(len(recs))]
-    # the unit dealt to a split: a duplicate group, or under "published" a group's part in one given split
-    unit = [(gid[k], given_of[k]) if mode == "published" else (gid[k], "") for k in range(len(recs))]
+    # the unit dealt to a split: a duplicate group, or, when the dataset's folders are kept, a group's part
+    # in one given split (so val carved from train takes whole groups of train, and test stays as given)
+    unit = [(gid[k], given_of[k]) if mode in IMAGE_BY_IMAGE else (gid[k], "") for k in range(len(recs))]
     members: dict[tuple[str, str], list[int]] = defaultdict(list)
     for k in range(len(recs)):
         if index.ok[k]:
@@ -183,8 +187,8 @@ def make_manifest(
             )
     for u, ks in members.items():
         given = {given_of[k] for k in ks if given_of[k] in fixed}
-        if given:
-            split_of[u] = sorted(given, key=SPLITS.index)[-1] if len(given) == 1 else "test"
+        if given:  # one given split per unit under the image-by-image modes; "grouped" has none
+            split_of[u] = sorted(given, key=SPLITS.index)[-1]
         else:
             pool.append(u)
 
