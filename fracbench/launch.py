@@ -354,12 +354,22 @@ class JobFailed(RuntimeError):
 
 
 def _job_error(exc: BaseException, job: Any) -> str:
-    text = str(exc).strip().splitlines()
-    tail = [line for line in text if line.strip()][-1:] or [type(exc).__name__]
+    """One line: the job's own exception (the last line of its trace), or how it ended without a result."""
+    from submitit.core.utils import FailedJobError
+
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    if isinstance(exc, FailedJobError):  # raised in the job: "... with trace:", dashes, the trace, dashes, ...
+        dashes = [i for i, line in enumerate(lines) if set(line.strip()) == {"-"}]
+        what = lines[dashes[1] - 1] if len(dashes) >= 2 else lines[-1]
+    else:  # killed, out of memory, timed out for good: no result
+        state = "unknown"
+        with contextlib.suppress(Exception):
+            state = job.state
+        what = f"the job ended without a result (state {state}, killed?)"
     where = ""
     with contextlib.suppress(Exception):
-        where = f" (log: {job.paths.stderr}); run the same command again to resume it"
-    return f"{tail[0][:300]}{where}"
+        where = f" (log: {job.paths.stderr})"
+    return f"{what.strip()[:300]}{where}; run the same command again to resume it"
 
 
 def _estimates(ctx: Any, units: Sequence[tuple[Sequence[Any], int]], n_seeds: int | None) -> dict[Any, Any]:
