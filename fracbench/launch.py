@@ -105,7 +105,10 @@ def executor_parameters(opts: LaunchOptions, name: str = "fracbench") -> dict[st
 
 
 def make_executor(folder: Path, opts: LaunchOptions, name: str = "fracbench") -> Any:
-    import submitit
+    try:
+        import submitit
+    except ImportError:
+        raise RuntimeError("--launcher submitit needs the submitit package: pip install 'submitit>=1.5'") from None
 
     executor = submitit.AutoExecutor(folder=str(folder), cluster=opts.cluster)
     executor.update_parameters(**executor_parameters(opts, name))

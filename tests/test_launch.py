@@ -258,6 +258,22 @@ def test_defaults_follow_devices_and_cores(monkeypatch):
     assert resolve(LaunchOptions("submitit", cluster="local"), device="cpu").gpus_per_job == 0
 
 
+def test_a_failed_job_is_reported_by_its_own_exception():
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    from fracbench.launch import _job_error
+
+    class Job:
+        state = "FAILED"
+
+    raised = FailedJobError("Job (task=0) failed during processing with trace:\n----------------------\nTraceback:\n"
+                            "  File x\nJobLocked: a seed 0: another job is running this trajectory\n"
+                            "----------------------\nYou can check full logs with ...")
+    assert _job_error(raised, Job()).startswith("JobLocked: a seed 0: another job is running this trajectory")
+    killed = _job_error(UncompletedJobError("Job 1 has not produced any output (state: FAILED)\nlast line"), Job())
+    assert killed.startswith("the job ended without a result (state FAILED") and "run the same command again" in killed
+
+
 def test_parallel_wall():
     assert parallel_wall([10, 10, 10, 10], 2) == 20
     assert parallel_wall([30, 10, 10, 10], 2) == 30
