@@ -115,6 +115,11 @@ def make_executor(folder: Path, opts: LaunchOptions, name: str = "fracbench") ->
     return executor
 
 
+def set_visible_gpus(executor: Any, gpus: Sequence[int]) -> None:
+    """The GPUs the local executor's next job sees (CUDA_VISIBLE_DEVICES); AutoExecutor does not pass this on."""
+    getattr(executor, "_executor", executor).update_parameters(visible_gpus=tuple(int(g) for g in gpus))
+
+
 # ---------------------------------------------------------------------------------- locks and preparation
 
 
@@ -310,7 +315,7 @@ def run_jobs(ctx: Any, units: Sequence[tuple[Sequence[Any], int]], opts: LaunchO
     def submit(i: int) -> None:
         if opts.cluster == "local" and opts.gpus_per_job and len(free_gpus) >= opts.gpus_per_job:
             gpu_of[i] = [free_gpus.pop(0) for _ in range(opts.gpus_per_job)]
-            executor.update_parameters(local_visible_gpus=gpu_of[i])
+            set_visible_gpus(executor, gpu_of[i])
         jobs[i] = executor.submit(job, specs[i])
 
     if opts.cluster == "slurm":  # one array; the scheduler keeps max_parallel running

@@ -274,6 +274,15 @@ def test_a_failed_job_is_reported_by_its_own_exception():
     assert killed.startswith("the job ended without a result (state FAILED") and "run the same command again" in killed
 
 
+def test_local_jobs_get_their_own_gpus(tmp_path):
+    from fracbench.launch import make_executor, set_visible_gpus
+
+    ex = make_executor(tmp_path, LaunchOptions("submitit", cluster="local", gpus_per_job=1, cpus_per_job=4,
+                                               max_parallel=2))
+    set_visible_gpus(ex, [1])
+    assert ex._executor.parameters["visible_gpus"] == (1,) and ex._executor.parameters["gpus_per_node"] == 1
+
+
 def test_parallel_wall():
     assert parallel_wall([10, 10, 10, 10], 2) == 20
     assert parallel_wall([30, 10, 10, 10], 2) == 30
