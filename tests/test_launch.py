@@ -287,3 +287,28 @@ def test_parallel_wall():
     assert parallel_wall([10, 10, 10, 10], 2) == 20
     assert parallel_wall([30, 10, 10, 10], 2) == 30
     assert parallel_wall([5, 5], 1) == 10
+
+
+def test_plan_shows_the_wall_time_at_k_jobs(tmp_path, monkeypatch, capsys, fresh_cache):
+    import re
+
+    from fracbench import plan as P
+    from fracbench.cli import main
+    from fracbench.data.synthetic import SyntheticSpec, generate
+    from fracbench.progress import console
+
+    generate(SyntheticSpec(count=40, size=48, seed=2), tmp_path / "data")
+    monkeypatch.setattr(P, "measure_rates", lambda cfg: P.Rates(train=50.0, eval=200.0))
+    monkeypatch.setattr(console, "width", 200)
+    args = ["run", "paper_cnn_*", "hparam_lr_*", "--plan", "--profile", "smoke", "--dataset", "synthetic",
+            "--data-dir", str(tmp_path / "data"), "--results", str(tmp_path / "res")]
+    assert main(args + ["--launcher", "submitit", "--max-parallel", "3"]) == 0
+    out = capsys.readouterr().out
+    jobs = [line.split("\t") for line in out.splitlines() if "\t" in line][1:-1]
+    assert len(jobs) == 3  # one row per job: the protocol twins and two hparam experiments, seed 0
+    wall = re.search(r"wall time at 3 jobs in parallel (\d+)m(\d+)s \(sequential (\d+)m(\d+)s\)", out)
+    assert wall, out
+    m = [int(x) for x in wall.groups()]
+    seconds = [int(a) * 60 + int(b) for a, b in (re.fullmatch(r"(\d+)m(\d+)s", r[-1]).groups() for r in jobs)]
+    assert abs((m[0] * 60 + m[1]) - max(seconds)) <= 1 and abs((m[2] * 60 + m[3]) - sum(seconds)) <= 2
+    assert main(args) == 0 and "in parallel" not in capsys.readouterr().out  # the local launcher: no such line
