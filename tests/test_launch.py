@@ -312,3 +312,48 @@ def test_plan_shows_the_wall_time_at_k_jobs(tmp_path, monkeypatch, capsys, fresh
     seconds = [int(a) * 60 + int(b) for a, b in (re.fullmatch(r"(\d+)m(\d+)s", r[-1]).groups() for r in jobs)]
     assert abs((m[0] * 60 + m[1]) - max(seconds)) <= 1 and abs((m[2] * 60 + m[3]) - sum(seconds)) <= 2
     assert main(args) == 0 and "in parallel" not in capsys.readouterr().out  # the local launcher: no such line
+
+
+_CACHE = """
+import json, sys, time
+from pathlib import Path
+import numpy as np
+import fracbench.data.cache as C
+real = C.build_cache
+def timed(*a, **k):
+    t0 = time.time()
+    c = real(*a, **k)
+    print(json.dumps({"t0": t0, "t1": time.time(), "decoded": c.decoded_now, "sum": int(np.asarray(c.array).sum())}))
+    return c
+C.build_cache = timed
+from fracbench.launch import prepare_locked
+from fracbench.runner import RunContext
+prepared = prepare_locked("synthetic", sys.argv[2], progress=False)
+ctx = RunContext(prepared, prepared.manifest, "smoke", "cpu", Path(sys.argv[3]), "test", False)
+start = float(sys.argv[1])
+while time.time() < start:
+    time.sleep(0.005)
+ctx.cache(40)
+"""
+
+
+@pytest.mark.slow
+def test_two_jobs_fill_one_decode_cache_one_at_a_time(syn, tmp_path, fresh_cache):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FRACBENCH_CACHE": str(fresh_cache)}
+    start = time.time() + 4.0
+    procs = [subprocess.Popen([sys.executable, "-c", _CACHE, str(start), str(syn), str(tmp_path / "res")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    a, b = sorted((json.loads(o[0].strip().splitlines()[-1]) for o in outs), key=lambda r: r["t0"])
+    assert b["t0"] >= a["t1"] - 0.05, "the two fills overlapped: no lock"
+    assert a["decoded"] == 80 and b["decoded"] == 0 and a["sum"] == b["sum"] > 0  # the second read the first's
+
+
+def test_a_preempted_job_requeues_itself_with_the_same_trajectory():
+    from fracbench.launch import JobSpec
+
+    spec = JobSpec((_exp("delta"),), 1, "synthetic", None, "smoke", "/tmp/r", "abc")
+    job = TrajectoryJob()
+    again = job.checkpoint(spec)
+    assert again.function is job and again.args == (spec,)
