@@ -233,6 +233,23 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
                    help="fp32 (default, for reproduction); bf16 autocast (CUDA and CPU); channels_last memory format")
     p.add_argument("--plan", action="store_true",
                    help="print each experiment x seed's estimated wall time on this machine and the total; train nothing")
+    g = p.add_argument_group("jobs", "--launcher submitit: one job per experiment x seed (SLURM when srun is found, "
+                             "else side by side on this machine); records and tables as a local run's")
+    g.add_argument("--launcher", default="local", choices=["local", "submitit"],
+                   help="local (default): one after another in this process; submitit: one job per trajectory")
+    g.add_argument("--slurm-partition", help="SLURM partition of the jobs")
+    g.add_argument("--gpus-per-job", type=int, help="GPUs per job (default: 1 when CUDA is present, else 0)")
+    g.add_argument("--cpus-per-job", type=int, help="CPU cores (torch threads) per job (default: cores / max-parallel "
+                   "here, 8 on SLURM)")
+    g.add_argument("--timeout-min", type=int, default=24 * 60, help="each job's time limit in minutes (default 1440)")
+    g.add_argument("--max-parallel", type=int, help="jobs at a time (default: one per GPU, else cores / 2)")
+
+
+def _launch_options(args: argparse.Namespace):
+    from fracbench.launch import LaunchOptions
+
+    return LaunchOptions(args.launcher, partition=args.slurm_partition, gpus_per_job=args.gpus_per_job,
+                         cpus_per_job=args.cpus_per_job, timeout_min=args.timeout_min, max_parallel=args.max_parallel)
 
 
 @command("run", "reproduce: run experiments x seeds on one manifest (resumable)", _configure_run)
@@ -250,7 +267,7 @@ def _run(args: argparse.Namespace) -> int:
 
         plan_run(select(args.names, args.all), dataset=args.dataset, data_dir=args.data_dir, profile=args.profile,
                  n_seeds=args.seeds, device=args.device, progress=not args.quiet, precision=args.precision,
-                 run_all=args.all)
+                 run_all=args.all, launch=_launch_options(args))
         return 0
     results = Path(args.results) if args.results else None
     external = {}
@@ -263,7 +280,7 @@ def _run(args: argparse.Namespace) -> int:
     outcomes = run_experiments(select(args.names, args.all), dataset=args.dataset, data_dir=args.data_dir,
                                profile=args.profile, n_seeds=args.seeds, results=results, device=args.device,
                                progress=not args.quiet, run_all=args.all, external_data=external,
-                               precision=args.precision)
+                               precision=args.precision, launch=_launch_options(args))
     done = [o.record for o in outcomes if o.record]
     if results is None:
         dataset = done[0]["dataset"] if done else (args.dataset or "synthetic")

@@ -94,17 +94,19 @@ def run_experiments(experiments: Sequence[Experiment], *, dataset: str | None = 
                     profile: str = "cpu", n_seeds: int | None = None, results: Path | None = None,
                     device: str | None = None, progress: bool = True, split_seed: int = 0,
                     run_all: bool = False, external_data: dict[str, str] | None = None,
-                    precision: str = "fp32") -> list[Outcome]:
+                    precision: str = "fp32", launch: Any = None) -> list[Outcome]:
     """Run each experiment x seed on one dataset; return what happened to each.
 
     ``run_all`` narrows ``experiments`` to the dataset's suite (``suite``); experiments named one
     by one that are made for other datasets are refused. ``external_data`` maps a dataset name to
     its folder for experiments that test on a second dataset (default: the data home).
     Experiments whose configs differ only in ``protocol`` are trained once (``shared_groups``).
+    ``launch`` (a ``fracbench.launch.LaunchOptions``) with launcher "submitit" runs each trajectory
+    (experiment or protocol twins x seed) as its own job; default: one after another in this process.
     """
     from fracbench.config import PRECISIONS
-    from fracbench.data import prepare
     from fracbench.data.summary import summarize
+    from fracbench.launch import prepare_locked
     from fracbench.paths import default_results_dir
 
     if profile not in PROFILES:
@@ -123,7 +125,7 @@ def run_experiments(experiments: Sequence[Experiment], *, dataset: str | None = 
     results = Path(results or default_results_dir() / dataset)
     outcomes: list[Outcome] = []
     with results_lock(results):
-        prepared = prepare(dataset, data_dir, seed=split_seed, progress=progress)
+        prepared = prepare_locked(dataset, data_dir, seed=split_seed, progress=progress)
         manifest = prepared.manifest
         manifest.write(results / "manifests" / f"{manifest.dataset}.csv")
         summary = summarize(prepared)
@@ -140,23 +142,30 @@ def run_experiments(experiments: Sequence[Experiment], *, dataset: str | None = 
         ctx = RunContext(prepared, manifest, profile, device, results, R.code_version(), progress,
                          precision=precision, external_data=dict(external_data or {}), split_seed=split_seed)
         groups = shared_groups(experiments, profile, n_seeds, ctx.overrides())
-        with _eta(ctx, groups, n_seeds) as advance:
-            for group in groups:
-                for seed in group[0].seeds_for(profile, n_seeds):
-                    if len(group) > 1:  # one training trajectory, one record per protocol
-                        outcomes += run_shared(ctx, group, seed)
-                        advance(group, seed)
-                        continue
-                    exp = group[0]
-                    try:
-                        run_kind = EXPERIMENT_KINDS.get(exp.kind)
-                    except KeyError as exc:  # an unknown kind: recorded as a failure, the rest go on
-                        outcomes.append(_failed(exp, seed, profile, R.run_dir(results, exp.name, seed), exc))
-                        continue
-                    outcomes += run_kind(ctx, exp, seed)
+        units = [(group, seed) for group in groups for seed in group[0].seeds_for(profile, n_seeds)]
+        if launch is not None and launch.launcher == "submitit":
+            from fracbench.launch import run_jobs
+
+            outcomes = run_jobs(ctx, units, launch, dataset=dataset, data_dir=data_dir, n_seeds=n_seeds)
+        else:
+            with _eta(ctx, groups, n_seeds) as advance:
+                for group, seed in units:
+                    outcomes += run_unit(ctx, group, seed)
                     advance(group, seed)
     print_summary(outcomes)
     return outcomes
+
+
+def run_unit(ctx: RunContext, group: Sequence[Experiment], seed: int) -> list[Outcome]:
+    """One trajectory: an experiment x seed, or protocol twins x seed trained once (one record per protocol)."""
+    if len(group) > 1:
+        return run_shared(ctx, group, seed)
+    exp = group[0]
+    try:
+        run_kind = EXPERIMENT_KINDS.get(exp.kind)
+    except KeyError as exc:  # an unknown kind: recorded as a failure, the rest go on
+        return [_failed(exp, seed, ctx.profile, R.run_dir(ctx.results, exp.name, seed), exc)]
+    return run_kind(ctx, exp, seed)
 
 
 def _resolve_dataset(dataset: str | None, data_dir: str | None) -> tuple[str, str | None]:
@@ -177,13 +186,14 @@ def _resolve_dataset(dataset: str | None, data_dir: str | None) -> tuple[str, st
 
 def plan_run(experiments: Sequence[Experiment], *, dataset: str | None = None, data_dir: str | None = None,
              profile: str = "cpu", n_seeds: int | None = None, device: str | None = None, progress: bool = True,
-             split_seed: int = 0, precision: str = "fp32", run_all: bool = False) -> list[Any]:
+             split_seed: int = 0, precision: str = "fp32", run_all: bool = False, launch: Any = None) -> list[Any]:
     """``fracbench run --plan``: print each experiment x seed's estimated wall time and the total; train nothing.
 
     Reads the dataset (to count its splits) and calibrates each model once (cached); writes no record.
+    With ``launch`` (launcher "submitit"), also the wall time of the jobs at its max_parallel at a time.
     """
     from fracbench.config import PRECISIONS
-    from fracbench.data import prepare
+    from fracbench.launch import prepare_locked
     from fracbench.plan import plan, print_plan
 
     if precision not in PRECISIONS:
@@ -191,13 +201,24 @@ def plan_run(experiments: Sequence[Experiment], *, dataset: str | None = None, d
     dataset, data_dir = _resolve_dataset(dataset, data_dir)
     if run_all:
         experiments = suite(experiments, dataset)
-    prepared = prepare(dataset, data_dir, seed=split_seed, progress=progress)
+    prepared = prepare_locked(dataset, data_dir, seed=split_seed, progress=progress)
     manifest = prepared.manifest
     overrides = {"device": device, **PRECISIONS[precision]}
     rows = plan(shared_groups(experiments, profile, n_seeds, overrides), manifest, profile, n_seeds, overrides,
                 manifest_for=lambda exp: prepared.manifest_for(exp.options_for(profile).get("split"), seed=split_seed))
     print_plan(rows, f"fracbench run --plan: {manifest.dataset}, {len(manifest.rows)} images, {profile} profile, "
                      f"{precision}")
+    if launch is not None and launch.launcher == "submitit":
+        from fracbench.launch import parallel_wall, resolve
+        from fracbench.output import print_result
+        from fracbench.plan import _hms
+
+        opts = resolve(launch, device)
+        seconds = [r.seconds for r in rows]
+        print_result(f"one job per row: wall time at {opts.max_parallel} jobs in parallel "
+                     f"{_hms(parallel_wall(seconds, opts.max_parallel))} (sequential {_hms(sum(seconds))})")
+        console.print(f"(each job estimated as if it had this machine's calibrated speed to itself; jobs sharing "
+                      f"the CPU cores here ({opts.cpus_per_job} each) run slower than that)")
     return rows
 
 
@@ -268,13 +289,22 @@ class RunContext:
         return manifest
 
     def cache(self, size: int, manifest: Any = None) -> Any:
-        """The decode cache of ``manifest`` (default: the run's) at ``size``, built once per run."""
+        """The decode cache of ``manifest`` (default: the run's) at ``size``, built once per run (and, across
+        processes sharing the cache, by one at a time: the others wait, then read it)."""
         from fracbench.data.cache import build_cache
 
         manifest = manifest or self.manifest
-        key = ("cache", manifest.fingerprint, size)
+        return self.once(("cache", manifest.fingerprint, size), lambda: build_cache(manifest, size,
+                                                                                    progress=self.progress))
+
+    def once(self, key: Any, build: Callable[[], Any]) -> Any:
+        """``memo[key]``, built by ``build()`` the first time under a lock on ``key`` shared by every process
+        using this cache: jobs running side by side never write the same derived data at once."""
         if key not in self.memo:
-            self.memo[key] = build_cache(manifest, size, progress=self.progress)
+            from fracbench.launch import file_lock, lock_path
+
+            with file_lock(lock_path(*key)):
+                self.memo[key] = build()
         return self.memo[key]
 
 
@@ -367,7 +397,7 @@ def run_external(ctx: RunContext, exp: Experiment, seed: int) -> list[Outcome]:
         name = str(opts["external"])
         key = ("external", name, opts.get("split"))
         if key not in ctx.memo:
-            from fracbench.data import prepare
+            from fracbench.launch import prepare_locked as prepare
 
             try:
                 ext = prepare(name, ctx.external_data.get(name), seed=ctx.split_seed, progress=ctx.progress)
@@ -403,14 +433,15 @@ def run_leak_demo(ctx: RunContext, exp: Experiment, seed: int) -> list[Outcome]:
     try:
         base = exp.train_config(ctx.profile, seed, **ctx.overrides())
         key = ("leak", exp.name, base.image_size, repr(sorted(opts.items())))
-        if key not in ctx.memo:
+        def build() -> Any:
             cache = ctx.cache(base.image_size)
             say(f"[bold]{exp.name}[/]: writing {len(opts.get('copies', L.DEFAULT_COPIES))} copies of each source image")
-            ctx.memo[key] = L.build_leak_set(
+            return L.build_leak_set(
                 ctx.manifest, cache.array, size=base.image_size, copies=opts.get("copies", L.DEFAULT_COPIES),
                 sources=int(opts.get("sources", 0)), balance=bool(opts.get("balance", False)),
                 seed=int(opts.get("split_seed", 0)), exclude=set(cache.failed))
-        leak_set = ctx.memo[key]
+
+        leak_set = ctx.once(key, build)  # jobs side by side: one writes the copies, the others wait
     except KeyboardInterrupt:
         raise
     except Exception as exc:
@@ -457,9 +488,8 @@ def run_protocol_inflation(ctx: RunContext, exp: Experiment, seed: int) -> list[
         return [outcome]
     try:
         key = ("jpgmix", ctx.manifest.fingerprint, png_share)
-        if key not in ctx.memo:
-            ctx.memo[key] = I.build_mixed_tree(ctx.manifest, png_share)
-        mixed = I.score_mixed_tree(out, ctx.memo[key], cfg.image_size, device=cfg.device, progress=ctx.progress)
+        tree = ctx.once(key, lambda: I.build_mixed_tree(ctx.manifest, png_share))
+        mixed = I.score_mixed_tree(out, tree, cfg.image_size, device=cfg.device, progress=ctx.progress)
         record = dict(outcome.record or {})
         effects = I.protocol_effects(R.read_epochs(out), int(record["selected_epoch"]), mixed)
         record["protocol_effects"] = {**effects, "png_share": png_share}
