@@ -195,6 +195,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*:Warning:gradio.queueing")
 def test_served_demo_with_gradio_client(tmp_path: Path, results_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from gradio import networking
@@ -315,6 +316,7 @@ def test_results_tables_are_found_and_titled(tmp_path: Path) -> None:
     assert titles == ["fracatlas/tables/claims.md", "tables/leak.md", "fracatlas/tables/table1.md"]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*:Warning:gradio.queueing")
 def test_served_lookup_finds_planted_copies(tmp_path: Path, ckpt_path: Path) -> None:
     from gradio_client import Client, handle_file

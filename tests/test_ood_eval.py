@@ -134,6 +134,7 @@ def test_wilson_matches_the_formula() -> None:
 MIN_RECALL = 0.5
 
 
+@pytest.mark.slow  # ~15 s: trains the tiny model and generates 13 x 20 probes
 def test_every_family_is_flagged_by_the_guard(guarded: Path, probes: dict[str, list[np.ndarray]]) -> None:
     ck = load_checkpoint(guarded)
     s = summarise(np.zeros(1), probe_distances(ck, probes), float(ck.meta["ood_reference"]["threshold"]))
