@@ -415,7 +415,8 @@ def probe_distances(ck: Any, probes: dict[str, list[np.ndarray]]) -> dict[str, n
 
 
 CALIBRATION_NOTE = ("The threshold is the {q:g}th percentile of the calibration ({split}) images' distances, so "
-                    "the false-warning rate on that calibration set is {fw:g}% by construction: a check that the "
+                    "the false-warning rate on that calibration set is {fw:g}% by construction (up to the "
+                    "percentile's interpolation between two images): a check that the "
                     "threshold was calibrated as stated, not a performance figure. The performance figure is the "
                     "false-warning rate on the test radiographs, which played no part in fitting or calibration.")
 
