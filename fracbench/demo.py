@@ -364,6 +364,57 @@ def results_tables(results: str | os.PathLike[str]) -> list[tuple[str, str]]:
     return out
 
 
+LOCAL_RUN = "local run (not committed)"
+
+# the findings tab at 1400 px: words wrap at spaces only (never mid-word), wide tables scroll inside their box
+FINDINGS_CSS = """
+#findings-tab .findings-table, #findings-tab .findings-table *, #headline, #headline * {
+  word-break: normal !important; overflow-wrap: normal !important; hyphens: none !important;
+}
+#findings-tab .findings-table table {
+  display: block; max-width: 100%; overflow-x: auto; font-size: 0.85em; border-collapse: collapse;
+}
+#findings-tab .findings-table th, #findings-tab .findings-table td {
+  padding: 2px 6px; vertical-align: top; min-width: 6ch; max-width: 48ch;
+}
+"""
+
+
+def committed(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is tracked by git and unchanged from the checked-out commit (False when git cannot tell)."""
+    import subprocess
+
+    p = Path(path).resolve()
+    try:
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", "--", p.name], cwd=p.parent,
+                                 capture_output=True, timeout=10)
+        if tracked.returncode != 0:
+            return False
+        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", p.name], cwd=p.parent,
+                                 capture_output=True, timeout=10)
+        return changed.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def provenance(path: str | os.PathLike[str]) -> str:
+    """"committed" or "local run (not committed)": what the findings tab says beside each table."""
+    return "committed" if committed(path) else LOCAL_RUN
+
+
+def headline_markdown(results: str | os.PathLike[str] | None) -> str:
+    """The one-line verdict on the paper's 99.8% claim, from the claims table the report's tables are (see
+    :mod:`fracbench.tables.headline`), labelled when it comes from a local run."""
+    from fracbench.tables.headline import headline_verdict
+
+    h = headline_verdict(results) if results is not None else None
+    if h is None:
+        return ("**The paper's 99.8% test accuracy: no verdict here**: no claims table was found "
+                "(run `fracbench run` then `fracbench tables`).")
+    label = "" if committed(h.source) else f" *({LOCAL_RUN}: {h.source.name})*"
+    return f"**{h.line}**{label}"
+
+
 def lookup_upload(lookup: Lookup | None, file: str | None, nearest: int = 5) -> tuple[str, list[list], list]:
     """(verdict in Markdown, table rows, gallery of thumbnails) for one uploaded file."""
     from fracbench.data.decode import DecodeError, decode_bytes
@@ -462,7 +513,9 @@ def build_demo(checkpoints: Sequence[str | os.PathLike[str]], default: str | os.
 
     tables = results_tables(results) if results is not None else []
     choices = app.choices()
+    headline = headline_markdown(results)
     with gr.Blocks(title="fracbench demo", analytics_enabled=False) as demo:
+        gr.Markdown(headline, elem_id="headline")
         gr.Markdown(f"# {TITLE}\n\nUpload a radiograph to get the model's probability of a fracture, its "
                     "decision at the threshold chosen when it was trained, and a Grad-CAM heatmap of the regions "
                     "that raised the fracture score.")
@@ -508,11 +561,15 @@ def build_demo(checkpoints: Sequence[str | os.PathLike[str]], default: str | os.
                                                 elem_id="lookup-gallery")
                     lookup_in.change(on_lookup, [lookup_in], [lookup_status, lookup_table, lookup_gallery],
                                      api_name="lookup")
-                gr.Markdown("## Findings: tables from the committed results\n\n" + (
-                    "" if tables else "No result tables were found (run `fracbench run` then `fracbench tables`)."),
+                gr.Markdown("## Findings: tables from the committed results\n\n" + headline + "\n\n" + (
+                    f"A table not committed to the repository is marked \"{LOCAL_RUN}\"." if tables else
+                    "No result tables were found (run `fracbench run` then `fracbench tables`)."),
                     elem_id="findings-intro")
+                root = Path(results) if results is not None else Path(".")
                 for title, text in tables:
-                    with gr.Accordion(title, open=title.endswith(("claims.md", "leak.md"))):
+                    where = provenance(root / title)
+                    label = title if where == "committed" else f"{title} — {where}"
+                    with gr.Accordion(label, open=title.endswith(("claims.md", "leak.md"))):
                         gr.Markdown(text, elem_classes=["findings-table"])
         state = gr.State(None)
         outputs = [label_out, decision_out, cam_out, status_out, state]
@@ -602,7 +659,7 @@ def launch(checkpoint: str | os.PathLike[str] | None = None, *, share: bool = Fa
         echo("--share without --auth: anyone with the link can use this demo; consider --auth user:password")
     kwargs = _launch_kwargs(demo, server_name=host, server_port=port, share=share, auth=auth_t,
                             max_file_size=MAX_UPLOAD, prevent_thread_lock=True, quiet=True, show_error=False,
-                            footer_links=["api", "settings"], run_history=False, ssr_mode=False)
+                            footer_links=["api", "settings"], run_history=False, ssr_mode=False, css=FINDINGS_CSS)
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured):  # Gradio prints several lines when sharing fails

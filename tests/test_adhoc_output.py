@@ -36,6 +36,7 @@ def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return res
 
 
+@pytest.mark.slow
 def test_train_writes_outside_the_committed_runs(results: Path, tmp_path: Path) -> None:
     data = generate(SyntheticSpec(count=60, size=48, seed=1), tmp_path / "syn")
     before = _snapshot(results / "synthetic")

@@ -7,6 +7,7 @@ scikit-learn), never from the functions under test.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from fracbench.metrics import bootstrap_ci, joint_bootstrap_diff, metrics_with_ci
@@ -42,6 +43,7 @@ def _width(ci) -> float:
     return float(ci[1] - ci[0])
 
 
+@pytest.mark.slow
 def test_copies_give_the_width_of_their_source_images() -> None:
     y_rep, s_rep, y, s, groups = _copies()
     # the reference: a plain bootstrap of the 10 source images
@@ -57,6 +59,7 @@ def test_copies_give_the_width_of_their_source_images() -> None:
     assert out["auroc_ci95"] == list(bootstrap_ci(y, s, "auroc", n_boot=3000, seed=0, groups=groups))
 
 
+@pytest.mark.slow
 def test_cluster_draws_match_a_brute_force_group_bootstrap() -> None:
     """Unequal groups with mixed labels: the interval agrees with a loop that draws groups and takes all
     their images (within strata all-fractured / none / mixed), up to Monte-Carlo error."""
@@ -91,6 +94,7 @@ def test_singleton_groups_are_the_image_level_bootstrap() -> None:
     assert a == b or all(np.allclose(a[k], b[k], equal_nan=True) for k in a)
 
 
+@pytest.mark.slow
 def test_joint_bootstrap_of_correlated_arms_is_narrower() -> None:
     """Two arms scored on the same images, mostly agreeing: drawing the same groups for both arms gives a
     narrower difference CI than independent bootstraps, and its width agrees with a brute-force joint loop."""

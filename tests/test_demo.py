@@ -195,6 +195,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*:Warning:gradio.queueing")
 def test_served_demo_with_gradio_client(tmp_path: Path, results_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from gradio import networking
@@ -315,6 +316,7 @@ def test_results_tables_are_found_and_titled(tmp_path: Path) -> None:
     assert titles == ["fracatlas/tables/claims.md", "tables/leak.md", "fracatlas/tables/table1.md"]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*:Warning:gradio.queueing")
 def test_served_lookup_finds_planted_copies(tmp_path: Path, ckpt_path: Path) -> None:
     from gradio_client import Client, handle_file
@@ -368,3 +370,84 @@ def test_out_of_distribution_upload_gets_no_decision(tmp_path: Path, ckpt_path: 
     r = Analyzer([guarded], guarded).analyse(str(_png(tmp_path / "x.png", _xray())), None, 0.4)
     assert r["ood"].flagged and r["decision"].startswith("no decision: out of distribution")
     assert "fractured" not in r["decision"].replace("P(fracture)", "")
+
+
+# --------------------------------------------------------------------------------------------
+# the headline verdict and the findings tab's provenance and layout
+
+REPO_RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def _claims_row(path: Path) -> dict[str, str]:
+    import csv
+
+    return next(r for r in csv.DictReader(path.open(encoding="utf-8")) if r["claim"] == "experiment_test_accuracy")
+
+
+def test_headline_is_the_committed_claims_tables_verdict() -> None:
+    """One line, read from results/tables/claims.csv (what `fracbench tables` wrote and the report shows)."""
+    from fracbench.demo import LOCAL_RUN, headline_markdown
+    from fracbench.tables.headline import headline_verdict
+
+    h = headline_verdict(REPO_RESULTS)
+    assert h is not None and h.source == REPO_RESULTS / "tables" / "claims.csv"
+    row = _claims_row(h.source)
+    assert "\n" not in h.line and h.line.startswith("The paper's 99.8% test accuracy: ")
+    assert row["verdict on fracatlas"] in h.line and row["verdict across multiregion splits"] in h.line
+    assert row["fracbench on fracatlas"] in h.line
+    md = headline_markdown(REPO_RESULTS)
+    assert md.startswith(f"**{h.line}**")
+    assert (LOCAL_RUN in md) is not demo_module.committed(h.source)
+
+
+def test_headline_from_a_local_claims_table_is_labelled(tmp_path: Path) -> None:
+    from fracbench.demo import LOCAL_RUN, headline_markdown
+
+    (tmp_path / "synthetic" / "tables").mkdir(parents=True)
+    (tmp_path / "synthetic" / "tables" / "claims.csv").write_text(
+        "claim,paper,fracbench,fracbench balanced acc,verdict,reason\n"
+        "abstract_accuracy_epoch26,0.9983,0.7,0.6,not reproduced on synthetic,x\n"
+        "experiment_test_accuracy,0.9980,\"0.7100 [0.6, 0.8]\",0.61,not reproduced on synthetic,y\n")
+    md = headline_markdown(tmp_path)
+    assert md == (f"**The paper's 99.8% test accuracy: not reproduced on synthetic (fracbench 0.7100 [0.6, 0.8]).** "
+                  f"*({LOCAL_RUN}: claims.csv)*")
+    assert "no verdict here" in headline_markdown(tmp_path / "empty")
+
+
+def test_page_opens_with_the_headline_and_labels_local_tables(ckpt_path: Path, tmp_path: Path) -> None:
+    import gradio as gr
+
+    from fracbench.demo import LOCAL_RUN, build_demo
+
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "claims.csv").write_text(
+        "claim,paper,fracbench,verdict\nexperiment_test_accuracy,0.998,0.5,not reproduced on synthetic\n")
+    (tmp_path / "tables" / "claims.md").write_text("| claim | ours |\n|---|---|\n| 99.8% | 50% |\n")
+    demo = build_demo([ckpt_path], ckpt_path, examples=[], results=tmp_path)
+    markdowns = [b for b in demo.blocks.values() if isinstance(b, gr.Markdown)]
+    first = min(markdowns, key=lambda b: b._id)
+    assert first.elem_id == "headline" and "99.8% test accuracy: not reproduced on synthetic" in first.value
+    accordions = [b.label for b in demo.blocks.values() if isinstance(b, gr.Accordion)]
+    assert accordions == [f"tables/claims.md — {LOCAL_RUN}"]
+
+
+def test_committed_tables_are_not_labelled_local() -> None:
+    from fracbench.demo import LOCAL_RUN, committed, provenance
+
+    claims = REPO_RESULTS / "tables" / "claims.md"
+    if not committed(claims):
+        pytest.skip("results/tables/claims.md is modified or untracked in this checkout")
+    assert provenance(claims) == "committed" and provenance(claims.with_name("nope.md")) == LOCAL_RUN
+
+
+def test_findings_css_never_breaks_words_and_scrolls_tables() -> None:
+    from fracbench.demo import FINDINGS_CSS, _launch_kwargs
+
+    for rule in ("word-break: normal", "overflow-wrap: normal", "hyphens: none", "overflow-x: auto"):
+        assert rule in FINDINGS_CSS
+    assert "break-all" not in FINDINGS_CSS and "anywhere" not in FINDINGS_CSS
+
+    class Fake:
+        def launch(self, css=None, server_port=None): ...
+
+    assert _launch_kwargs(Fake(), css=FINDINGS_CSS, share=False) == {"css": FINDINGS_CSS}

@@ -110,6 +110,7 @@ def test_unknown_kind_is_recorded_as_failed(syn, tmp_path) -> None:
     assert json.loads((R.run_dir(tmp_path, "odd", 0) / R.RECORD).read_text())["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_leak_demo_runner_records_and_table(syn, tmp_path) -> None:
     import dataclasses
 

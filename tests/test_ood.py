@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from fracbench.checkpoint import CheckpointError, load_checkpoint, save_checkpoi
 from fracbench.data.synthetic import render_case
 from fracbench.loader import to_input
 from fracbench.models import create_model
-from fracbench.ood import NO_REFERENCE, attach_reference, check_pixels, fit_reference, ood_score
+from fracbench.ood import NO_REFERENCE, attach_reference, check_pixels, fit_reference
 from fracbench.predict import predict_paths
 
 SIZE = 32
@@ -101,6 +100,15 @@ def test_predict_rows_carry_the_guard(with_reference: Path, tmp_path: Path) -> N
     assert by["noise.png"]["ood_distance"] > load_checkpoint(with_reference).meta["ood_reference"]["threshold"]
 
 
+def _brute_force_percentile(values: np.ndarray, q: float) -> float:
+    """The linear-interpolation percentile written out by hand (not np.quantile, not fracbench's code)."""
+    v = sorted(float(x) for x in values)
+    pos = q * (len(v) - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (pos - lo) * (v[hi] - v[lo])
+
+
 def test_sidecar_round_trip(with_reference: Path) -> None:
     meta = json.loads(with_reference.with_suffix(".json").read_text())
     ref = meta["ood_reference"]
@@ -108,11 +116,34 @@ def test_sidecar_round_trip(with_reference: Path) -> None:
     assert ref["calibration_images"] == 96 and ref["quantile"] == 0.95
     ck = load_checkpoint(with_reference)
     assert ck.meta["ood_reference"] == ref
-    # the threshold is the 95th percentile of the calibration distances under the stored (rounded) reference
+    # the threshold is the 95th percentile of the calibration distances under the stored (rounded) reference:
+    # distances by an explicit loop over the stored mean and precision, percentile by hand
     from fracbench.ood import _batches_features
 
-    d = ood_score(ref, _batches_features(ck.model, "tiny_cnn", _batches(_radiographs(3, 96))))
-    assert ref["threshold"] == pytest.approx(float(np.quantile(d, 0.95)), rel=1e-5)
+    f = _batches_features(ck.model, "tiny_cnn", _batches(_radiographs(3, 96)))
+    center, prec = np.asarray(ref["center"]), np.asarray(ref["precision"])
+    d = [math.sqrt(sum((f[n, i] - center[i]) * prec[i, j] * (f[n, j] - center[j])
+                       for i in range(16) for j in range(16))) for n in range(len(f))]
+    assert ref["threshold"] == pytest.approx(_brute_force_percentile(np.array(d), 0.95), rel=1e-5)
+
+
+def test_threshold_is_the_percentile_of_planted_distances() -> None:
+    """Calibration points planted at Mahalanobis distances 1, 2, ..., 100: the 95th percentile is 95.05."""
+    from fracbench.ood import reference_from_features
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(0, 1, (400, 6)) @ rng.normal(0, 1, (6, 6))
+    probe = reference_from_features(train, train[:5], layer="x")
+    center, prec = np.asarray(probe["center"]), np.asarray(probe["precision"])
+    v = rng.normal(0, 1, 6)
+    v /= math.sqrt(v @ prec @ v)  # one unit of Mahalanobis distance under the stored precision
+    t = rng.permutation(np.arange(1, 101))
+    ref = reference_from_features(train, center + t[:, None] * v[None, :], layer="x")
+    assert ref["precision"] == probe["precision"]  # same training features, same reference
+    assert ref["threshold"] == pytest.approx(95.05, rel=1e-5)
+    assert ref["calibration_distance"]["max"] == pytest.approx(100.0, rel=1e-5)
+    assert reference_from_features(train, center + t[:, None] * v[None, :], layer="x",
+                                   quantile=0.5)["threshold"] == pytest.approx(50.5, rel=1e-5)
 
 
 @pytest.mark.parametrize("tamper, match", [
@@ -138,18 +169,46 @@ def test_tampered_reference_is_refused(with_reference: Path, tmp_path: Path, tam
 
 
 def test_attach_reference_from_a_decode_cache(trained: tuple[Path, torch.nn.Module], tmp_path: Path) -> None:
+    """The real decode cache (build_cache over a manifest of 60 small PNGs, two of them unreadable)."""
+    import hashlib
     import shutil
+
+    from PIL import Image
+
+    from fracbench.data.cache import build_cache
+    from fracbench.data.manifest import Manifest, ManifestRow
 
     path, _ = trained
     dest = tmp_path / "c.safetensors"
     shutil.copyfile(path, dest)
     shutil.copyfile(path.with_suffix(".json"), dest.with_suffix(".json"))
     px = _radiographs(7, 60)
-    splits = np.array(["train"] * 40 + ["val"] * 20)
-    cache = SimpleNamespace(array=px, failed={0: "unreadable", 45: "unreadable"},
-                            indices=lambda s: np.flatnonzero(splits == s),
-                            manifest=SimpleNamespace(fingerprint="f" * 64, dataset="synthetic"))
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = []
+    for i in range(60):
+        f = data / f"{i:02d}.png"
+        if i in (0, 45):
+            f.write_bytes(b"not a png")  # fails to decode: the cache records it and decodes it as zeros
+        else:
+            Image.fromarray(px[i]).save(f)
+        rows.append(ManifestRow(id=f"{i:02d}", path=f.name, label=i % 2, group=f"g{i}", part="forearm",
+                                split="train" if i < 40 else "val", sha256=hashlib.sha256(f.read_bytes()).hexdigest()))
+    man = Manifest("synthetic", data, rows)
+    cache = build_cache(man, SIZE, root=tmp_path / "cache", progress=False)
+    assert set(cache.failed) == {0, 45}
     ref = attach_reference(dest, cache)
     assert ref["fit_images"] == 39 and ref["calibration_images"] == 19  # failed rows left out
-    assert ref["manifest_sha256"] == "f" * 64 and ref["fit_split"] == "train"
+    assert ref["manifest_sha256"] == man.fingerprint and ref["fit_split"] == "train"
+    assert ref["dataset"] == "synthetic" and ref["calibration_split"] == "val"
     assert load_checkpoint(dest).meta["ood_reference"] == json.loads(json.dumps(ref))
+    # the failed rows' zeros are not in the fit: the same reference as one fitted on the readable images alone
+    from fracbench.ood import _batches_features, reference_from_features
+
+    ck = load_checkpoint(dest)
+    ok_train = [i for i in range(40) if i != 0]
+    ok_val = [i for i in range(40, 60) if i != 45]
+    f_train = _batches_features(ck.model, "tiny_cnn", _batches(np.asarray(cache.array[ok_train])))
+    f_val = _batches_features(ck.model, "tiny_cnn", _batches(np.asarray(cache.array[ok_val])))
+    again = reference_from_features(f_train, f_val, layer=ref["layer"])
+    assert again["threshold"] == pytest.approx(ref["threshold"], rel=1e-6)

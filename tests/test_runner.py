@@ -74,6 +74,7 @@ def test_lock_refuses_a_second_writer(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_cli_run_smoke_on_given_synthetic(syn, tmp_path, capsys):
     from fracbench.cli import main
 

@@ -58,6 +58,7 @@ def _comparable(out: Path) -> str:
                        (out / R.PREDICTIONS).read_text(), (out / R.CONFIG).read_text()], sort_keys=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kw", [{}, {"early_stopping": 1, "epochs": 5}, {"log_test_each_epoch": False}],
                          ids=["default", "early-stopping", "no-test-log"])
 def test_shared_trajectory_equals_two_separate_runs(cache, tmp_path, kw):
