@@ -64,14 +64,40 @@ _VERIFIED: dict[tuple[int, str], Any] = {}
 
 
 def verified_crossings(prepared: Any, manifest: Manifest) -> Any:
-    """The split verifier's crossings (test images with a copy in train) of ``manifest``, once per process."""
-    from fracbench.copies import verify_split
+    """The split verifier's crossings (test images with a copy in train) of ``manifest``: once per process, and
+    remembered in the user cache by the images' content, the manifest's fingerprint and the copy rules."""
+    from fracbench.copies import verify_split_cached
 
     key = (id(prepared.index), manifest.fingerprint)
     if key not in _VERIFIED:
         rows = _rows_by_index(prepared, manifest)
-        _VERIFIED[key] = verify_split(prepared.index, rows["test"], rows["train"])
+        _VERIFIED[key] = verify_split_cached(prepared.index, rows["test"], rows["train"], manifest.fingerprint)
     return _VERIFIED[key]
+
+
+class SplitLeakError(RuntimeError):
+    """A split fracbench dealt itself has a test image with a copy in train: the grouping missed a copy."""
+
+
+def check_dealt_split(prepared: Any, manifest: Manifest, mode: str | None = None) -> None:
+    """Fail when a split that fracbench dealt by copy group has a test image with a copy in train.
+
+    Splits the user or the release made (the given folders, kept image by image) are not failed: their
+    copies are the finding, reported by the audit and the records. Raises :class:`SplitLeakError` naming
+    the crossing pairs (test image, train image, how found) and what to do.
+    """
+    if not prepared.dealt_by_fracbench(mode):
+        return
+    res = verified_crossings(prepared, manifest)
+    if not res.crossings:
+        return
+    recs = prepared.index.records
+    pairs = "; ".join(f"{recs[c.query].id} ~ {recs[c.base].id} ({c.how})" for c in res.crossings[:20])
+    more = f" (+{len(res.crossings) - 20} more)" if len(res.crossings) > 20 else ""
+    raise SplitLeakError(
+        f"the split verifier found {len(res.crossings)} test image(s) of manifest {manifest.fingerprint[:12]} with a "
+        f"copy in train, although fracbench dealt it by copy group: {pairs}{more}. The copy groups missed these "
+        "pairs; report it with `fracbench audit` output. Nothing was trained on this split.")
 
 
 def nn_similarity(prepared: Any, manifest: Manifest) -> dict[str, Any]:

@@ -202,6 +202,10 @@ class TrajectoryJob:
         set_quiet(False)
         results = Path(spec.results)
         prepared = prepare_locked(spec.dataset, spec.data_dir, seed=spec.split_seed, progress=False)
+        from fracbench.runner import settled_manifest
+
+        # the split the parent settled on (a committed manifest kept, or the fresh one): written before any job
+        prepared.manifest = settled_manifest(prepared, results / "manifests" / f"{spec.dataset}.csv", prepared.manifest)
         if prepared.manifest.fingerprint != spec.manifest:
             raise RuntimeError(f"{spec.dataset}: manifest {prepared.manifest.fingerprint[:12]} differs from the run's "
                                f"{spec.manifest[:12]}: the data changed after the run started")

@@ -126,7 +126,8 @@ def run_experiments(experiments: Sequence[Experiment], *, dataset: str | None = 
     outcomes: list[Outcome] = []
     with results_lock(results):
         prepared = prepare_locked(dataset, data_dir, seed=split_seed, progress=progress)
-        manifest = prepared.manifest
+        manifest = prepared.manifest = settled_manifest(prepared, results / "manifests" / f"{dataset}.csv",
+                                                        prepared.manifest)
         manifest.write(results / "manifests" / f"{manifest.dataset}.csv")
         summary = summarize(prepared)
         summary["root"] = "<data-dir>"  # keep committed results free of local paths
@@ -284,7 +285,10 @@ class RunContext:
         mode = exp.options_for(self.profile).get("split")
         manifest = self.prepared.manifest_for(mode, seed=self.split_seed)  # the run's own when mode is None
         if manifest is not self.manifest and ("written", mode) not in self.memo:
-            manifest.write(self.results / "manifests" / f"{manifest.dataset}-{mode}.csv")
+            path = self.results / "manifests" / f"{manifest.dataset}-{mode}.csv"
+            manifest = settled_manifest(self.prepared, path, manifest, mode)
+            self.prepared._other[(mode, self.split_seed)] = manifest
+            manifest.write(path)
             self.memo[("written", mode)] = True
         return manifest
 
@@ -306,6 +310,32 @@ class RunContext:
             with file_lock(lock_path(*key)):
                 self.memo[key] = build()
         return self.memo[key]
+
+
+def settled_manifest(prepared: Any, path: Path, fresh: Any, mode: str | None = None) -> Any:
+    """The manifest a run trains on: the one already at ``path`` (committed with earlier records) while it holds
+    the same images with the same content as ``fresh`` and, where fracbench dealt it, passes the split verifier;
+    else ``fresh``. Either way a split fracbench dealt is verified (fracbench.anatomy.check_dealt_split): a
+    copy across train and test stops the run before anything is trained.
+
+    Keeping a committed split keeps its records current when only the copy rules improved; a split the
+    verifier rejects is dealt again from the new groups."""
+    from fracbench.anatomy import check_dealt_split, verified_crossings
+    from fracbench.data.manifest import Manifest
+
+    if path.is_file():
+        try:
+            old = Manifest.read(path, fresh.dataset, fresh.root)
+        except (OSError, ValueError):
+            old = None
+        same_images = old is not None and {(r.id, r.sha256) for r in old.rows} == {(r.id, r.sha256) for r in fresh.rows}
+        if same_images and old.fingerprint != fresh.fingerprint:
+            if not prepared.dealt_by_fracbench(mode) or not verified_crossings(prepared, old).crossings:
+                say(f"{path.name}: kept (same images; the split verifier finds no copy across train and test)")
+                return old
+            say(f"{path.name}: the split verifier finds copies across train and test; dealt again from the copy groups")
+    check_dealt_split(prepared, fresh, mode)
+    return fresh
 
 
 KindRunner = Callable[[RunContext, Experiment, int], list["Outcome"]]

@@ -19,8 +19,15 @@ from fracbench.copies.confirm import Matcher, PairCheck
 from fracbench.copies.features import MID, THUMB, dihedral, encode, mid_image, phash64, thumb
 from fracbench.copies.groups import CopyGroup, Encoded, EncodedImages, find_copies, rules_fingerprint
 from fracbench.copies.planted import KINDS, plant
-from fracbench.copies.verify import Crossing, Matches, match_sets, nearest_similarity, verify_split
+from fracbench.copies.verify import (
+    Crossing,
+    Matches,
+    match_sets,
+    nearest_similarity,
+    verify_split,
+    verify_split_cached,
+)
 
 __all__ = ["KINDS", "MID", "THUMB", "CopyGroup", "Crossing", "Encoded", "EncodedImages", "Matcher", "Matches", "PairCheck", "dihedral",
            "encode", "find_copies", "match_sets", "mid_image", "nearest_similarity", "phash64", "plant",
-           "rules_fingerprint", "thumb", "verify_split"]
+           "rules_fingerprint", "thumb", "verify_split", "verify_split_cached"]

@@ -113,6 +113,33 @@ def verify_split(enc: Encoded, test_rows: Sequence[int], train_rows: Sequence[in
     return match_sets(enc, test_rows, enc, train_rows, k=k, progress=progress)
 
 
+def verify_split_cached(enc: Encoded, test_rows: Sequence[int], train_rows: Sequence[int], key: str,
+                        progress: bool = False) -> Matches:
+    """``verify_split``, remembered in the user cache under ``key`` (the caller's name for the split, e.g. its
+    manifest fingerprint) together with the images' content hashes and the copy rules."""
+    import hashlib
+    import json
+
+    from fracbench.copies.groups import rules_fingerprint
+    from fracbench.io import atomic_write_json
+    from fracbench.paths import cache_dir
+
+    h = hashlib.sha256(f"{rules_fingerprint()}|{key}|{VERIFY_K}".encode())
+    for i in list(test_rows) + ["|"] + list(train_rows):
+        h.update(f"{enc.file_sha256[i]}|{enc.pixel_sha256[i]}\n".encode() if i != "|" else b"|")
+    path = cache_dir() / "verify" / f"{h.hexdigest()[:24]}.json"
+    try:
+        raw = json.loads(path.read_text())
+        return Matches([Crossing(**c) for c in raw["crossings"]], raw["queries"], raw["base_images"],
+                       raw["candidates_per_query"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or damaged: verify again
+    res = verify_split(enc, test_rows, train_rows, progress=progress)
+    atomic_write_json(path, {"crossings": [c.__dict__ for c in res.crossings], "queries": res.queries,
+                             "base_images": res.base_images, "candidates_per_query": res.candidates_per_query})
+    return res
+
+
 def nearest_similarity(query_mids: np.ndarray, base_mids: np.ndarray) -> np.ndarray:
     """For each query image, the highest polar-descriptor similarity to any base image (any turn, mirror, zoom)."""
     from fracbench.copies import descriptors as D

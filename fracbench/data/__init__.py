@@ -69,9 +69,14 @@ class Prepared:
     def name(self) -> str:
         return self.dataset.name
 
+    def dealt_by_fracbench(self, mode: str | None = None) -> bool:
+        """Whether the test split of ``mode`` (default: the prepared one) was dealt by fracbench by copy group
+        (a grouped re-split, or a dataset without its own test folder), rather than kept as given."""
+        return dealt_by_fracbench(mode or self.split_mode, self.index.records)
+
     def manifest_for(self, mode: str | None = None, seed: int = 0) -> Manifest:  # noqa: F821
         """The manifest under split ``mode`` (default: the one prepared); other modes are dealt on demand."""
-        from fracbench.data.manifest import make_manifest
+        from fracbench.data.manifest import deal_verified
 
         if mode is None or mode == self.split_mode:
             return self.manifest
@@ -79,9 +84,16 @@ class Prepared:
             raise ValueError(f"{self.name} offers the split modes {', '.join(self.dataset.split_modes)}, not {mode!r}")
         key = (mode, seed)
         if key not in self._other:
-            self._other[key] = make_manifest(self.name, self.dataset.root, self.index, self.duplicates, seed=seed,
-                                             mode=mode)[0]
+            manifest, _, self.duplicates = deal_verified(self.name, self.dataset.root, self.index, self.duplicates,
+                                                         seed=seed, mode=mode, dealt=self.dealt_by_fracbench(mode))
+            self._other[key] = manifest
         return self._other[key]
+
+
+def dealt_by_fracbench(mode: str, records: list[ImageRecord]) -> bool:
+    """Whether split ``mode`` of these records has its test split dealt by fracbench by copy group: a grouped
+    re-split, or a dataset without a test folder of its own (the given modes keep one image by image)."""
+    return mode == "grouped" or not any(r.split == "test" for r in records)
 
 
 def prepare(name: str, data_dir: str | os.PathLike[str] | None = None, seed: int = 0,
@@ -89,7 +101,7 @@ def prepare(name: str, data_dir: str | os.PathLike[str] | None = None, seed: int
     """Scan, decode once, find duplicates and split (or read the given manifest)."""
     from fracbench.copies import find_copies
     from fracbench.data.index import build_index
-    from fracbench.data.manifest import Manifest, make_manifest
+    from fracbench.data.manifest import Manifest, deal_verified
 
     ds = open_dataset(name, data_dir)
     listing = ds.scan()
@@ -100,6 +112,8 @@ def prepare(name: str, data_dir: str | os.PathLike[str] | None = None, seed: int
         manifest = Manifest.read(manifest_path, ds.name, ds.root)
         split_faults: list[Fault] = []
     else:
-        manifest, split_faults = make_manifest(ds.name, ds.root, index, dups, seed=seed, mode=mode)
+        # a split fracbench deals by copy group is checked by the split verifier, and its finds join their groups
+        manifest, split_faults, dups = deal_verified(ds.name, ds.root, index, dups, seed=seed, mode=mode,
+                                                     dealt=dealt_by_fracbench(mode, index.records))
     faults = list(listing.faults) + list(index.faults) + split_faults
     return Prepared(ds, manifest, listing, index, dups, faults, split_mode=mode)

@@ -216,3 +216,69 @@ def make_manifest(
                                 index.file_sha256[k]))
     rows.sort(key=lambda r: (SPLITS.index(r.split), r.id))
     return Manifest(dataset, root, rows), faults
+
+
+REPAIR_ROUNDS = 3  # verify-and-merge rounds before a dealt split that still has copies across is given up on
+
+
+def deal_verified(dataset: str, root: Path, index: ImageIndex, groups: list[CopyGroup], seed: int = 0,
+                  fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, mode: str = "given",
+                  dealt: bool = True) -> tuple[Manifest, list[Fault], list[CopyGroup]]:
+    """``make_manifest``, then, when fracbench ``dealt`` the test split by copy group, the split verifier
+    (fracbench.copies.verify_split, which never reads the groups): every copy it finds across train and test
+    joins its group and the split is dealt again, until none crosses (at most ``REPAIR_ROUNDS``).
+
+    Returns the manifest, its faults and the groups (with the verifier's pairs merged in). A split that still
+    has copies across after the last round is returned as it is: the run's check (fracbench.anatomy.
+    check_dealt_split) then stops with the pairs named.
+    """
+    from fracbench.copies import verify_split_cached
+
+    manifest, faults = make_manifest(dataset, root, index, groups, seed=seed, fractions=fractions, mode=mode)
+    if not dealt:
+        return manifest, faults, groups
+    pos = {r.id: i for i, r in enumerate(index.records)}
+    for _ in range(REPAIR_ROUNDS):
+        test = [pos[r.id] for r in manifest.rows if r.split == "test" and r.id in pos]
+        train = [pos[r.id] for r in manifest.rows if r.split == "train" and r.id in pos]
+        res = verify_split_cached(index, test, train, manifest.fingerprint)
+        if not res.crossings:
+            break
+        groups = merge_pairs(groups, [(c.query, c.base) for c in res.crossings])
+        manifest, faults = make_manifest(dataset, root, index, groups, seed=seed, fractions=fractions, mode=mode)
+    return manifest, faults, groups
+
+
+def merge_pairs(groups: Sequence[CopyGroup], pairs: Sequence[tuple[int, int]]) -> list[CopyGroup]:
+    """``groups`` with each pair's two images (and their groups) joined; joined groups are "near"."""
+    parent: dict[int, int] = {}
+
+    def find(i: int) -> int:
+        while parent.get(i, i) != i:
+            i = parent[i]
+        return i
+
+    def union(a: int, b: int) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    kind: dict[int, str] = {}
+    for g in groups:
+        for m in g.members[1:]:
+            union(g.members[0], m)
+    for g in groups:
+        kind[find(g.members[0])] = g.kind
+    merged_roots = set()
+    for a, b in pairs:
+        union(a, b)
+        merged_roots.add(find(a))
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in {m for g in groups for m in g.members} | {i for p in pairs for i in p}:
+        members[find(i)].append(i)
+    out = []
+    for r, ms in members.items():
+        if len(ms) > 1:
+            k = "near" if r in {find(x) for x in merged_roots} else kind.get(r, "near")
+            out.append(CopyGroup(tuple(sorted(ms)), k))
+    return sorted(out, key=lambda g: g.members[0])
