@@ -313,27 +313,11 @@ class RunContext:
 
 
 def settled_manifest(prepared: Any, path: Path, fresh: Any, mode: str | None = None) -> Any:
-    """The manifest a run trains on: the one already at ``path`` (committed with earlier records) while it holds
-    the same images with the same content as ``fresh`` and, where fracbench dealt it, passes the split verifier;
-    else ``fresh``. Either way a split fracbench dealt is verified (fracbench.anatomy.check_dealt_split): a
-    copy across train and test stops the run before anything is trained.
+    """The manifest a run trains on, once the split verifier has seen it (fracbench.anatomy.check_dealt_split):
+    a split fracbench dealt with a copy across train and test stops the run here, before anything is trained,
+    with the pairs named. ``path`` is where it will be written."""
+    from fracbench.anatomy import check_dealt_split
 
-    Keeping a committed split keeps its records current when only the copy rules improved; a split the
-    verifier rejects is dealt again from the new groups."""
-    from fracbench.anatomy import check_dealt_split, verified_crossings
-    from fracbench.data.manifest import Manifest
-
-    if path.is_file():
-        try:
-            old = Manifest.read(path, fresh.dataset, fresh.root)
-        except (OSError, ValueError):
-            old = None
-        same_images = old is not None and {(r.id, r.sha256) for r in old.rows} == {(r.id, r.sha256) for r in fresh.rows}
-        if same_images and old.fingerprint != fresh.fingerprint:
-            if not prepared.dealt_by_fracbench(mode) or not verified_crossings(prepared, old).crossings:
-                say(f"{path.name}: kept (same images; the split verifier finds no copy across train and test)")
-                return old
-            say(f"{path.name}: the split verifier finds copies across train and test; dealt again from the copy groups")
     check_dealt_split(prepared, fresh, mode)
     return fresh
 
