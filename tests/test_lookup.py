@@ -114,6 +114,43 @@ def test_a_copy_turned_a_few_degrees_and_zoomed_is_found_by_the_keypoint_matcher
     matches = lookup.query(query)
     assert [(m.id, m.kind) for m in matches] == [("fractured/r3", "near duplicate")]
     assert matches[0].transform.startswith("turned/zoomed/cropped")
+    for degrees, mirror in ((30, False), (45, False), (-40, True)):  # large turns, and a mirror
+        hits = lookup.query(turned(radiograph(41), degrees, 1.1, mirror=mirror))
+        assert [(m.id, m.kind) for m in hits] == [("fractured/r1", "near duplicate")], (degrees, mirror)
     # without the keypoint matcher the 90-degree/flip hash does not see it
     lookup.matchers = [m for m in lookup.matchers if m.name != "keypoints"]
     assert lookup.query(query) == []
+
+
+def test_lookup_reads_the_checkpoint_s_own_manifest_and_says_what_it_searched(tmp_path: Path) -> None:
+    """The splits shown are those of the manifest whose fingerprint the checkpoint's record names, not
+    <dataset>.csv; a miss says what was searched."""
+    import hashlib
+    import json
+    from dataclasses import replace
+
+    from fracbench.lookup import checkpoint_manifest_sha, load_lookup
+
+    data = tmp_path / "data"
+    make_leaky_folder(data)
+    p = prepare("imagefolder", data, progress=False)
+    res = tmp_path / "results"
+    (res / "imagefolder" / "manifests").mkdir(parents=True)
+    p.manifest.write(res / "imagefolder" / "manifests" / "imagefolder.csv")
+    # the checkpoint's own split: every image in train (not the committed <dataset>.csv)
+    own = replace(p.manifest, rows=[replace(r, split="train") for r in p.manifest.rows])
+    own.write(res / "imagefolder" / "manifests" / "imagefolder-own.csv")
+    sha = hashlib.sha256((res / "imagefolder" / "manifests" / "imagefolder-own.csv").read_bytes()).hexdigest()
+    run = res / "imagefolder" / "runs" / "x" / "seed0"
+    run.mkdir(parents=True)
+    (run / "record.json").write_text(json.dumps({"manifest_sha256": sha}))
+    (run / "best.safetensors").write_bytes(b"")
+    assert checkpoint_manifest_sha(run / "best.safetensors") == sha
+    lookup = load_lookup(f"imagefolder:{data}", res, progress=False, manifest_sha=sha)
+    assert all(s == "train" or s.endswith("train (manifest)") for s in lookup.splits)
+    assert "imagefolder-own.csv" in lookup.manifest_note
+    default = load_lookup(f"imagefolder:{data}", res, progress=False)
+    assert "test" in set(default.splits)
+    missing = load_lookup(f"imagefolder:{data}", res, progress=False, manifest_sha="0" * 64)
+    assert "not necessarily the ones the model was trained on" in missing.manifest_note
+    assert lookup.searched().startswith(f"{len(lookup)} indexed images of imagefolder")
