@@ -83,6 +83,52 @@ def test_grouped_split_has_no_byte_identical_file_across_splits(prepared):
     assert {r.split for r in g.rows} == {"train", "val", "test"}
 
 
+def _families() -> dict[tuple[str, str], list[str]]:
+    """The release's ``N-rotated...`` files per class folder and source N: one source radiograph N turned up to
+    about 45 degrees, zoomed and cropped (ground truth from the release's names; fracbench never reads them)."""
+    fam: dict[tuple[str, str], list[str]] = {}
+    for k, p in _files().items():
+        m = re.match(r"^(\d+)-rotated", p.name)
+        if m:
+            fam.setdefault((p.parent.name, m.group(1)), []).append(p.relative_to(ROOT).as_posix())
+    return fam
+
+
+def test_every_turned_copy_family_is_one_group_and_never_crosses_the_grouped_split(prepared):
+    """Each of the 99 ``N-rotated`` families (8,930 files) ends as one copy group, and the grouped split keeps
+    each family on one side: the committed grouped manifest too, checked here against the names."""
+    from fracbench.data.manifest import Manifest
+
+    fam = _families()
+    assert len(fam) == 99 and sum(map(len, fam.values())) > 8000
+    group_of = {}
+    for g, grp in enumerate(prepared.duplicates):
+        for i in grp.members:
+            group_of[Path(prepared.index.records[i].path).relative_to(ROOT).as_posix()] = g
+    split_apart = [k for k, files in fam.items() if len({group_of.get(f, f) for f in files}) > 1]
+    assert split_apart == []
+    grouped = prepared.manifest_for("grouped")
+    committed = REPO_ROOT / "results" / "multiregion" / "manifests" / "multiregion-grouped.csv"
+    manifests = [grouped] + ([Manifest.read(committed, "multiregion", ROOT)] if committed.is_file() else [])
+    for m in manifests:
+        split = {r.path: r.split for r in m.rows}
+        crossing = [k for k, files in fam.items() if len({split[f] for f in files if f in split}) > 1]
+        assert crossing == [], f"manifest {m.fingerprint[:12]}: families across splits {crossing[:5]}"
+
+
+def test_the_split_verifier_passes_the_grouped_split_and_finds_the_published_split_s_copies(prepared):
+    from fracbench.anatomy import verified_crossings
+
+    assert verified_crossings(prepared, prepared.manifest_for("grouped")).crossings == []
+    files = _files()
+    sha = {k: _sha(p) for k, p in files.items()}
+    split = {r.path: r.split for r in prepared.manifest.rows}
+    train = {sha[k] for k in files if split[k] == "train"}
+    byte_copies = sum(sha[k] in train for k in files if split[k] == "test")
+    found = verified_crossings(prepared, prepared.manifest).crossings
+    assert len(found) >= byte_copies  # every byte copy, and the turned ones beyond
+
+
 def test_format_mix_and_the_tutorial_jpg_count(prepared):
     from fracbench.anatomy import format_mix
 
