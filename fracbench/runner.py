@@ -419,6 +419,8 @@ def run_external(ctx: RunContext, exp: Experiment, seed: int) -> list[Outcome]:
                 raise FileNotFoundError(f"{exc} (the external test set of {exp.name}; pass "
                                         f"--external-data-dir {name}=PATH)") from None
             combined, info = anatomy.external_manifest(ctx.manifest_for(exp), ext, ctx.prepared)
+            # beside the others, so the record's manifest (and its copy groups, for the CIs) can be found by its sha
+            combined.write(ctx.results / "manifests" / f"{ctx.manifest.dataset}-external-{name}.csv")
             leak = {"split": "external", "split_title": anatomy.SPLIT_TITLES["external"],
                     "test_images": sum(r.split == "test" for r in combined.rows),
                     "test_exact_in_train": 0, "test_exact_in_train_share": 0.0,
