@@ -6,7 +6,7 @@ image is a real test-split radiograph (a synthetic one in smoke mode).
 * single image: ``predict_array`` on decoded pixels (resize + normalise + forward + softmax);
   p50/p95 over the rounds. Targets p50 <= 20 ms (paper_cnn), <= 60 ms (resnet18).
 * batch throughput: ``predict_paths`` over test files, batch 32 (decoding included), images/s.
-* Grad-CAM: ``fracbench.cam.gradcam`` (preprocess, forward + backward, map resized to the image).
+* Grad-CAM: ``fracbench.serving.cam.gradcam`` (preprocess, forward + backward, map resized to the image).
 * demo: the Gradio app served on localhost, one upload per round through ``gradio_client``
   (upload, queue, decode, score, Grad-CAM, overlay, the PNG back); target p50 <= 250 ms.
 
@@ -21,10 +21,10 @@ import socket
 import pytest
 from _benchlib import SIZES, SMOKE, check_target, describe, median, percentiles_ms, run_pedantic
 
-from fracbench.cam import gradcam
-from fracbench.checkpoint import load_checkpoint
 from fracbench.data.decode import decode_image
-from fracbench.predict import predict_array, predict_paths
+from fracbench.serving.cam import gradcam
+from fracbench.serving.checkpoint import load_checkpoint
+from fracbench.serving.predict import predict_array, predict_paths
 
 LATENCY_TARGET_MS = {"paper_cnn": 20.0, "resnet18": 60.0}
 DEMO_TARGET_MS = 250.0

@@ -147,8 +147,8 @@ def bench_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
     """
     import torch
 
-    from fracbench.checkpoint import save_checkpoint
     from fracbench.models import create_model
+    from fracbench.serving.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("bench-results")
     out = {}

@@ -472,10 +472,10 @@ def _predict(args: argparse.Namespace) -> int:
 
     from rich.markup import escape
 
-    from fracbench.checkpoint import load_checkpoint
     from fracbench.io import atomic_write_text
     from fracbench.paths import default_results_dir
-    from fracbench.predict import RESULT_FIELDS, best_checkpoint, predict_files
+    from fracbench.serving.checkpoint import load_checkpoint
+    from fracbench.serving.predict import RESULT_FIELDS, best_checkpoint, predict_files
 
     path = args.checkpoint
     if path is None:
@@ -525,9 +525,9 @@ def _write_cams(ck, rows: list[dict], out) -> None:
 
     from PIL import Image
 
-    from fracbench.cam import gradcam, overlay
     from fracbench.data.decode import DecodeError, decode_image
     from fracbench.io import atomic_write_bytes
+    from fracbench.serving.cam import gradcam, overlay
 
     used: set[str] = set()
     for r in rows:
@@ -718,7 +718,7 @@ def _configure_export(p: argparse.ArgumentParser) -> None:
 
 @command("export-checkpoint", "copy a small checkpoint with its run record (e.g. for the demo)", _configure_export)
 def _export(args: argparse.Namespace) -> int:
-    from fracbench.checkpoint import export_checkpoint
+    from fracbench.serving.checkpoint import export_checkpoint
 
     console.print(f"wrote {export_checkpoint(args.checkpoint, args.out)}")
     return 0
@@ -737,12 +737,12 @@ def _configure_localise(p: argparse.ArgumentParser) -> None:
 def _localise(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from fracbench.cam import pointing_game
-    from fracbench.checkpoint import load_checkpoint
     from fracbench.data import prepare
     from fracbench.data.decode import DecodeError, decode_image
     from fracbench.data.synthetic import render_case
     from fracbench.io import atomic_write_json
+    from fracbench.serving.cam import pointing_game
+    from fracbench.serving.checkpoint import load_checkpoint
 
     ck = load_checkpoint(args.checkpoint)
     prepared = prepare(args.dataset, args.data_dir, progress=not args.quiet)
@@ -804,16 +804,16 @@ def _ood(args: argparse.Namespace) -> int:
     manifest = Manifest.read(args.manifest, prepared.name, prepared.dataset.root) if args.manifest \
         else prepared.manifest
     if args.action == "attach":
-        from fracbench.checkpoint import load_checkpoint
         from fracbench.data.cache import build_cache
-        from fracbench.ood import attach_reference
+        from fracbench.serving.checkpoint import load_checkpoint
+        from fracbench.serving.ood import attach_reference
 
         ck = load_checkpoint(args.checkpoint)
         ref = attach_reference(ck.path, build_cache(manifest, ck.image_size, progress=not args.quiet))
         print_result(f"{ck.path.with_suffix('.json')}: OOD reference from {ref['fit_images']} train images, "
                      f"threshold {ref['threshold']:.4g} (95th percentile of {ref['calibration_images']} val images)")
         return 0
-    from fracbench.ood_eval import evaluate
+    from fracbench.serving.ood_eval import evaluate
 
     out = Path(args.out) if args.out else default_results_dir() / "ood"
     if not args.manifest:

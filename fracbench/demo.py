@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from fracbench.lookup import Lookup
+    from fracbench.serving.lookup import Lookup
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is first imported
 
@@ -69,7 +69,7 @@ class Analyzer:
 
     # ---- models
     def checkpoint(self, path: str | None):
-        from fracbench.checkpoint import CheckpointError, load_checkpoint
+        from fracbench.serving.checkpoint import CheckpointError, load_checkpoint
 
         key = str(Path(path)) if path else self.default
         if key not in self.paths:
@@ -83,7 +83,7 @@ class Analyzer:
             return self._cache[key]
 
     def choices(self) -> list[tuple[str, str]]:
-        from fracbench.predict import _read_meta, checkpoint_dataset, checkpoint_split, val_auroc
+        from fracbench.serving.predict import _read_meta, checkpoint_dataset, checkpoint_split, val_auroc
 
         out = []
         for p in self.paths:
@@ -103,9 +103,9 @@ class Analyzer:
     # ---- uploads
     def analyse(self, file: str | None, model: str | None, opacity: float = 0.4) -> dict[str, Any]:
         """Decode, score and explain one upload; raises :class:`DemoError` with a readable reason."""
-        from fracbench.cam import gradcam, overlay
         from fracbench.data.decode import DecodeError, decode_bytes
-        from fracbench.predict import final_decision, implausible, implausible_warning
+        from fracbench.serving.cam import gradcam, overlay
+        from fracbench.serving.predict import final_decision, implausible, implausible_warning
 
         if not file:
             raise DemoError("no file was uploaded")
@@ -137,7 +137,7 @@ class Analyzer:
                     "overlay": overlay(small, np.zeros(small.shape, np.float32), 0.0), "status": " ".join(notes),
                     "ood": None, "implausible": why, "warning": warning, "state": None}
         heat, p = gradcam(ck, pixels, out_shape=shown)
-        from fracbench.ood import check_pixels
+        from fracbench.serving.ood import check_pixels
 
         ood = check_pixels(ck, pixels)
         verdict = final_decision(p, thr, ood.status)
@@ -228,7 +228,7 @@ def _pointing(meta: dict[str, Any], rec: dict[str, Any]) -> str | None:
 def model_panel(path: str | os.PathLike[str], meta: dict[str, Any]) -> str:
     """Markdown describing a checkpoint: model, data, protocol, threshold, test metrics with CIs."""
     from fracbench.models import MODELS
-    from fracbench.predict import run_record
+    from fracbench.serving.predict import run_record
 
     path = Path(path)
     rec = run_record(path, meta) or {}
@@ -311,13 +311,13 @@ def train_fallback(results: str | os.PathLike[str] | None = None, progress: bool
     and writes it to the checkpoint's sidecar, so the model panel can show it.
     """
     from fracbench import results as R
-    from fracbench.cam import pointing_game
-    from fracbench.checkpoint import load_checkpoint
     from fracbench.config import TrainConfig
     from fracbench.data import prepare
     from fracbench.data.cache import build_cache
     from fracbench.data.synthetic import render_case
     from fracbench.io import atomic_write_json
+    from fracbench.serving.cam import pointing_game
+    from fracbench.serving.checkpoint import load_checkpoint
     from fracbench.train import fit
 
     if results is None:
@@ -466,7 +466,7 @@ def build_demo(checkpoints: Sequence[str | os.PathLike[str]], default: str | os.
     """The Blocks page (queued, at most 16 waiting). ``default`` is added to ``checkpoints`` if missing.
 
     Two tabs: the predictor, and the findings (the Markdown tables under ``results``) with an
-    "is this image in the training set?" lookup against ``lookup`` (see :mod:`fracbench.lookup`).
+    "is this image in the training set?" lookup against ``lookup`` (see :mod:`fracbench.serving.lookup`).
     """
     import gradio as gr
 
@@ -493,7 +493,7 @@ def build_demo(checkpoints: Sequence[str | os.PathLike[str]], default: str | os.
         return r["label"], r["decision"], r["overlay"], r["status"], r["state"]
 
     def on_opacity(state: dict | None, opacity: float):
-        from fracbench.cam import overlay
+        from fracbench.serving.cam import overlay
 
         if not state:
             return gr.skip()
@@ -603,15 +603,15 @@ def prepare(checkpoint: str | os.PathLike[str] | None = None, *, results: str | 
             dataset: str | None = None):
     """Find the checkpoints under ``results`` (training a tiny one when there is none) and build the page.
 
-    The default model is :func:`~fracbench.predict.best_checkpoint` within ``dataset`` (FracAtlas when it
+    The default model is :func:`~fracbench.serving.predict.best_checkpoint` within ``dataset`` (FracAtlas when it
     has one); the picker offers every checkpoint found, each labelled with its dataset and split.
 
     ``lookup_data`` (``DATASET[:PATH]``) indexes that dataset for the "is this image in the training
     set?" lookup on the second tab.
     """
-    from fracbench.checkpoint import load_checkpoint
     from fracbench.paths import default_results_dir
-    from fracbench.predict import best_checkpoint, find_checkpoints
+    from fracbench.serving.checkpoint import load_checkpoint
+    from fracbench.serving.predict import best_checkpoint, find_checkpoints
 
     results_dir = Path(results) if results else default_results_dir()
     found = [p for p, _ in find_checkpoints(results_dir)]
@@ -631,7 +631,7 @@ def prepare(checkpoint: str | os.PathLike[str] | None = None, *, results: str | 
             echo(f"trained {default}")
     lookup = None
     if lookup_data:
-        from fracbench.lookup import checkpoint_manifest_sha, load_lookup
+        from fracbench.serving.lookup import checkpoint_manifest_sha, load_lookup
 
         lookup = load_lookup(lookup_data, results_dir, progress=progress, manifest_sha=checkpoint_manifest_sha(default))
         echo(f"lookup: {len(lookup)} images of {lookup.dataset} indexed")

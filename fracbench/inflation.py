@@ -199,9 +199,9 @@ def build_mixed_tree(manifest: Manifest, png_share: float = 1 / 3, seed: int = 0
 def score_mixed_tree(model_dir: Path, tree: Manifest, image_size: int, device: str = "cpu",
                      progress: bool = False) -> dict[str, Any]:
     """The run's reported (validation-chosen) checkpoint on the mixed folder: correct, n and the .jpg count."""
-    from fracbench.checkpoint import load_checkpoint
     from fracbench.data.cache import build_cache
     from fracbench.loader import BatchLoader
+    from fracbench.serving.checkpoint import load_checkpoint
     from fracbench.train import evaluate, resolve_device
 
     dev = resolve_device(device)

@@ -83,7 +83,7 @@ def git_commit() -> tuple[str, bool]:
 
 # the modules whose code changes a training result; the demo, tables or report do not
 TRAINING_SOURCES = ("train.py", "loader.py", "models.py", "metrics.py", "protocols.py", "config.py",
-                    "checkpoint.py", "data/*.py", "leak.py", "inflation.py")
+                    "serving/checkpoint.py", "data/*.py", "copies/*.py", "leak.py", "inflation.py")
 
 
 @functools.lru_cache(maxsize=1)

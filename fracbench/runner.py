@@ -106,7 +106,7 @@ def run_experiments(experiments: Sequence[Experiment], *, dataset: str | None = 
     """
     from fracbench.config import PRECISIONS
     from fracbench.data.summary import summarize
-    from fracbench.launch import prepare_locked
+    from fracbench.jobs import prepare_locked
     from fracbench.paths import default_results_dir
 
     if profile not in PROFILES:
@@ -144,9 +144,8 @@ def run_experiments(experiments: Sequence[Experiment], *, dataset: str | None = 
                          precision=precision, external_data=dict(external_data or {}), split_seed=split_seed)
         groups = shared_groups(experiments, profile, n_seeds, ctx.overrides())
         units = [(group, seed) for group in groups for seed in group[0].seeds_for(profile, n_seeds)]
-        if launch is not None and launch.launcher == "submitit":
-            from fracbench.launch import run_jobs
-
+        if launch is not None and launch.launcher != "local":
+            run_jobs = EXECUTORS.get(launch.launcher)  # registered by fracbench.launch (imported by the CLI)
             outcomes = run_jobs(ctx, units, launch, dataset=dataset, data_dir=data_dir, n_seeds=n_seeds)
         else:
             with _eta(ctx, groups, n_seeds) as advance:
@@ -194,7 +193,7 @@ def plan_run(experiments: Sequence[Experiment], *, dataset: str | None = None, d
     With ``launch`` (launcher "submitit"), also the wall time of the jobs at its max_parallel at a time.
     """
     from fracbench.config import PRECISIONS
-    from fracbench.launch import prepare_locked
+    from fracbench.jobs import prepare_locked
     from fracbench.plan import plan, print_plan
 
     if precision not in PRECISIONS:
@@ -210,7 +209,7 @@ def plan_run(experiments: Sequence[Experiment], *, dataset: str | None = None, d
     print_plan(rows, f"fracbench run --plan: {manifest.dataset}, {len(manifest.rows)} images, {profile} profile, "
                      f"{precision}")
     if launch is not None and launch.launcher == "submitit":
-        from fracbench.launch import parallel_wall, resolve
+        from fracbench.jobs import parallel_wall, resolve
         from fracbench.output import print_result
         from fracbench.plan import _hms
 
@@ -305,7 +304,7 @@ class RunContext:
         """``memo[key]``, built by ``build()`` the first time under a lock on ``key`` shared by every process
         using this cache: jobs running side by side never write the same derived data at once."""
         if key not in self.memo:
-            from fracbench.launch import file_lock, lock_path
+            from fracbench.jobs import file_lock, lock_path
 
             with file_lock(lock_path(*key)):
                 self.memo[key] = build()
@@ -323,6 +322,9 @@ def settled_manifest(prepared: Any, path: Path, fresh: Any, mode: str | None = N
 
 
 KindRunner = Callable[[RunContext, Experiment, int], list["Outcome"]]
+# launchers other than "local" (one trajectory after another in this process): "submitit" is added by
+# fracbench.launch, which sits above the runner (it runs run_unit in each job)
+EXECUTORS: Registry[Callable[..., list[Any]]] = Registry("launcher")
 EXPERIMENT_KINDS: Registry[KindRunner] = Registry("experiment kind")
 
 
@@ -411,7 +413,7 @@ def run_external(ctx: RunContext, exp: Experiment, seed: int) -> list[Outcome]:
         name = str(opts["external"])
         key = ("external", name, opts.get("split"))
         if key not in ctx.memo:
-            from fracbench.launch import prepare_locked as prepare
+            from fracbench.jobs import prepare_locked as prepare
 
             try:
                 ext = prepare(name, ctx.external_data.get(name), seed=ctx.split_seed, progress=ctx.progress)

@@ -1,7 +1,7 @@
 """One ``fit(config)`` for every model and experiment: train, select, evaluate, record.
 
 The middle is pure computation (``train_one_epoch``, ``evaluate`` return dicts); files are
-written only through fracbench.results and fracbench.checkpoint. Runs resume from the last
+written only through fracbench.results and fracbench.serving.checkpoint. Runs resume from the last
 finished epoch (``last.pt``) and end with the same record as an uninterrupted run. Under
 ``torchrun`` the same code trains with DistributedDataParallel (gloo on CPU, nccl on CUDA);
 rank 0 evaluates and writes. Configs that differ only in ``protocol`` can share one training
@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from fracbench import results as R
-from fracbench.checkpoint import save_checkpoint
 from fracbench.config import TrainConfig
 from fracbench.data.cache import DecodedCache
 from fracbench.io import atomic_write_bytes
@@ -34,6 +33,7 @@ from fracbench.loader import AUGMENTS, BatchLoader, random_flip
 from fracbench.metrics import CI_METHOD, binary_metrics, choose_threshold, metrics_with_ci, n_groups
 from fracbench.progress import console, is_quiet
 from fracbench.protocols import PROTOCOLS, Protocol, jpg_count
+from fracbench.serving.checkpoint import save_checkpoint
 
 LAST = "last.pt"
 
@@ -696,8 +696,8 @@ def _finish(cfg, protocol, model, device, state, val_loader, test_loader, test_c
 
 
 def _attach_ood_reference(checkpoint: Path, cache: DecodedCache) -> str:
-    """Give the best checkpoint its out-of-distribution reference (fracbench.ood); say what happened."""
-    from fracbench.ood import attach_reference
+    """Give the best checkpoint its out-of-distribution reference (fracbench.serving.ood); say what happened."""
+    from fracbench.serving.ood import attach_reference
 
     if not len(cache.indices("val")):
         return "none: no validation split to calibrate it on"

@@ -49,9 +49,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    from fracbench.checkpoint import save_checkpoint
     from fracbench.demo import launch
     from fracbench.models import create_model
+    from fracbench.serving.checkpoint import save_checkpoint
 
     results = tmp_path_factory.mktemp("results")
     torch.manual_seed(0)
@@ -123,9 +123,9 @@ def test_upload_shows_probability_and_heatmap(served, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def served_with_findings(tmp_path_factory: pytest.TempPathFactory):
     """A demo whose results folder holds a claims table, so the findings tab has something to render."""
-    from fracbench.checkpoint import save_checkpoint
     from fracbench.demo import launch
     from fracbench.models import create_model
+    from fracbench.serving.checkpoint import save_checkpoint
 
     results = tmp_path_factory.mktemp("results-findings")
     torch.manual_seed(0)
@@ -190,9 +190,9 @@ _BROKEN_WORDS_JS = """
 @pytest.fixture(scope="module")
 def served_with_committed_claims(tmp_path_factory: pytest.TempPathFactory):
     """A demo showing the repository's own claims table (long cells, 14 columns) and its headline."""
-    from fracbench.checkpoint import save_checkpoint
     from fracbench.demo import launch
     from fracbench.models import create_model
+    from fracbench.serving.checkpoint import save_checkpoint
 
     repo_tables = Path(__file__).resolve().parents[1] / "results" / "tables"
     results = tmp_path_factory.mktemp("results-committed")

@@ -1,4 +1,4 @@
-"""Tests for fracbench.cam: Grad-CAM maps, overlays and the pointing game."""
+"""Tests for fracbench.serving.cam: Grad-CAM maps, overlays and the pointing game."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from fracbench.cam import colorize, gradcam, overlay, peak_in_boxes, pointing_game
-from fracbench.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fracbench.data.synthetic import render_case
 from fracbench.models import create_model
-from fracbench.predict import predict_array
+from fracbench.serving.cam import colorize, gradcam, overlay, peak_in_boxes, pointing_game
+from fracbench.serving.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fracbench.serving.predict import predict_array
 
 SIZE = 64
 
@@ -118,7 +118,7 @@ def test_zero_padding_draws_no_frame_on_a_uniform_border(tmp_path: Path) -> None
     """A radiograph on a uniform dark background: the convolutions' zero padding used to light up a rectangular
     frame along the image borders (on FracAtlas the outer band averaged 4x the interior); after the fix the
     border band of the map holds no more than the ring just inside it."""
-    from fracbench.cam import gradcam, padding_band
+    from fracbench.serving.cam import gradcam, padding_band
 
     torch.manual_seed(0)
     size = 64

@@ -17,8 +17,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from fracbench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fracbench.models import create_model
+from fracbench.serving.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 SIZE = 32
 
@@ -262,8 +262,13 @@ def test_export_checkpoint_carries_its_record(tmp_path):
 
     import torch
 
-    from fracbench.checkpoint import CheckpointError, export_checkpoint, load_checkpoint, save_checkpoint
     from fracbench.models import create_model
+    from fracbench.serving.checkpoint import (
+        CheckpointError,
+        export_checkpoint,
+        load_checkpoint,
+        save_checkpoint,
+    )
 
     run = tmp_path / "runs" / "x" / "seed0"
     model = create_model("tiny_cnn", image_size=32)

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 from fracbench import demo as demo_module  # sets GRADIO_ANALYTICS_ENABLED=False before gradio loads
-from fracbench.checkpoint import save_checkpoint
 from fracbench.data.synthetic import render_case
 from fracbench.demo import DISCLAIMER, Analyzer, DemoError, launch, make_examples, model_panel, prepare
 from fracbench.models import create_model
+from fracbench.serving.checkpoint import save_checkpoint
 
 SIZE = 64
 
@@ -102,7 +102,7 @@ def test_analyse_png(tmp_path: Path, analyzer: Analyzer) -> None:
 
 def test_decision_on_both_sides_of_the_threshold(tmp_path: Path, ckpt_path: Path) -> None:
     """The same weights with the threshold at P(fracture) of an image, and one float above it."""
-    from fracbench.checkpoint import load_checkpoint
+    from fracbench.serving.checkpoint import load_checkpoint
 
     image = str(_png(tmp_path / "x.png", _xray()))
     p = Analyzer([ckpt_path], ckpt_path).analyse(image, None, 0.4)["p"]
@@ -238,7 +238,7 @@ def test_launch_rejects_bad_auth(results_dir: Path) -> None:
 @pytest.mark.slow
 def test_no_checkpoint_trains_a_fallback_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real fallback (paper_cnn, 2 epochs, 64 px, 200 images): a usable checkpoint with its record."""
-    from fracbench.checkpoint import load_checkpoint
+    from fracbench.serving.checkpoint import load_checkpoint
 
     calls: list[Path] = []
     real = demo_module.train_fallback
@@ -276,8 +276,8 @@ def _copy_checkpoint(ckpt_path: Path, dest: Path) -> Path:
 
 
 def test_analyse_reports_the_ood_guard(tmp_path: Path, ckpt_path: Path) -> None:
-    from fracbench.checkpoint import write_ood_reference
-    from fracbench.ood import ood_score
+    from fracbench.serving.checkpoint import write_ood_reference
+    from fracbench.serving.ood import ood_score
 
     xray = str(_png(tmp_path / "x.png", _xray()))
     bare = Analyzer([ckpt_path], ckpt_path).analyse(xray, None, 0.4)
@@ -288,9 +288,9 @@ def test_analyse_reports_the_ood_guard(tmp_path: Path, ckpt_path: Path) -> None:
     ref = {"version": 1, "dim_in": 32, "center": [0.0] * 32, "components": None, "mean": [0.0] * 32,
            "precision": np.eye(32).tolist(), "threshold": 0.0}
     write_ood_reference(guarded, ref)
-    from fracbench.checkpoint import load_checkpoint
-    from fracbench.ood import features
-    from fracbench.predict import preprocess
+    from fracbench.serving.checkpoint import load_checkpoint
+    from fracbench.serving.ood import features
+    from fracbench.serving.predict import preprocess
 
     ck = load_checkpoint(guarded)
     dist = float(ood_score(ref, features(ck.model, "paper_cnn", preprocess(_xray(), SIZE, 3)))[0])
@@ -362,7 +362,7 @@ def test_implausible_upload_gets_a_warning_and_no_decision(tmp_path: Path, analy
 
 
 def test_out_of_distribution_upload_gets_no_decision(tmp_path: Path, ckpt_path: Path) -> None:
-    from fracbench.checkpoint import write_ood_reference
+    from fracbench.serving.checkpoint import write_ood_reference
 
     guarded = _copy_checkpoint(ckpt_path, tmp_path / "guarded")
     write_ood_reference(guarded, {"version": 1, "dim_in": 32, "center": [0.0] * 32, "components": None,

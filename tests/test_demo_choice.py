@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from fracbench.checkpoint import save_checkpoint
 from fracbench.models import create_model
-from fracbench.predict import best_checkpoint
+from fracbench.serving.checkpoint import save_checkpoint
+from fracbench.serving.predict import best_checkpoint
 
 
 def _run(results: Path, experiment: str, dataset: str, val_auroc: float, *, kind: str = "train",
@@ -105,7 +105,7 @@ def test_without_fracatlas_the_external_and_split_mode_runs_are_still_not_chosen
 
 def test_the_picker_offers_every_model_labelled_with_dataset_and_split(tmp_path: Path) -> None:
     from fracbench.demo import Analyzer
-    from fracbench.predict import find_checkpoints
+    from fracbench.serving.predict import find_checkpoints
 
     fa = _run(tmp_path / "fracatlas", "paper_cnn_honest", "fracatlas", 0.71)
     pub = _run(tmp_path / "multiregion", "multiregion_published_honest", "multiregion", 0.99,

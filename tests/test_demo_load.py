@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 
 from fracbench import demo as demo_module  # sets GRADIO_ANALYTICS_ENABLED=False before gradio loads
-from fracbench.checkpoint import save_checkpoint
 from fracbench.data.synthetic import render_case
 from fracbench.models import create_model
+from fracbench.serving.checkpoint import save_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*:Warning:gradio.queueing")]
 

@@ -48,12 +48,12 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from fracbench.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fracbench.data.cache import resize_square
 from fracbench.data.decode import MAX_PIXELS, DecodeError, decode_bytes
 from fracbench.loader import to_input
 from fracbench.models import create_model
-from fracbench.predict import predict_array
+from fracbench.serving.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fracbench.serving.predict import predict_array
 
 SIZE = 32  # the tiny checkpoint's input size
 GUARD_S = 30.0  # per-example wall-clock limit (a hang, not a slow example)

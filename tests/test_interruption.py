@@ -30,13 +30,13 @@ import torch
 from fracbench import io as fio
 from fracbench import results as R
 from fracbench import train as T
-from fracbench.checkpoint import load_checkpoint, save_checkpoint
 from fracbench.config import TrainConfig
 from fracbench.data import prepare
 from fracbench.data.cache import DecodedCache, build_cache
 from fracbench.data.manifest import Manifest
 from fracbench.data.synthetic import SyntheticSpec, generate
 from fracbench.models import create_model
+from fracbench.serving.checkpoint import load_checkpoint, save_checkpoint
 
 SIZE = 32
 VOLATILE = {"seconds", "images_per_second"}  # timing fields of epochs.jsonl

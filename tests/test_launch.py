@@ -247,7 +247,7 @@ def test_cli_run_arguments_reach_launch_options():
 
 
 def test_defaults_follow_devices_and_cores(monkeypatch):
-    import fracbench.launch as Lm
+    import fracbench.jobs as Lm
 
     monkeypatch.setattr(Lm, "devices_present", lambda: (0, 8))
     opts = resolve(LaunchOptions("submitit", cluster="local"))

@@ -1,7 +1,7 @@
 """fracbench localise: pointing-game rates written beside the checkpoint and into its metadata.
 
 Grad-CAM is replaced by a map whose peak sits at a chosen cell, so the expected hits follow from
-the boxes alone (computed here from labels.csv and the rendered cases, not by fracbench.cam).
+the boxes alone (computed here from labels.csv and the rendered cases, not by fracbench.serving.cam).
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from fracbench import cam
-from fracbench.checkpoint import save_checkpoint
 from fracbench.cli import main
 from fracbench.data import prepare
 from fracbench.data.synthetic import SyntheticSpec, generate, render_case
 from fracbench.models import create_model
+from fracbench.serving import cam
+from fracbench.serving.checkpoint import save_checkpoint
 
 MAP = 32  # the checkpoint's image size: Grad-CAM maps come at model resolution
 

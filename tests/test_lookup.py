@@ -1,4 +1,4 @@
-"""Tests for fracbench.lookup: exact and near-duplicate lookup of an image in a dataset's index."""
+"""Tests for fracbench.serving.lookup: exact and near-duplicate lookup of an image in a dataset's index."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 from fracbench.data import prepare
 from fracbench.data.decode import decode_image
 from fracbench.data.synthetic import render_case
-from fracbench.lookup import Lookup, Match, Query, build_lookup, parse_spec
+from fracbench.serving.lookup import Lookup, Match, Query, build_lookup, parse_spec
 
 
 def _xray(seed: int) -> np.ndarray:
@@ -129,7 +129,7 @@ def test_lookup_reads_the_checkpoint_s_own_manifest_and_says_what_it_searched(tm
     import json
     from dataclasses import replace
 
-    from fracbench.lookup import checkpoint_manifest_sha, load_lookup
+    from fracbench.serving.lookup import checkpoint_manifest_sha, load_lookup
 
     data = tmp_path / "data"
     make_leaky_folder(data)

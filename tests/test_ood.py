@@ -1,4 +1,4 @@
-"""Tests for fracbench.ood: the feature-space guard against inputs that are not radiographs."""
+"""Tests for fracbench.serving.ood: the feature-space guard against inputs that are not radiographs."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from fracbench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_ood_reference
 from fracbench.data.synthetic import render_case
 from fracbench.loader import to_input
 from fracbench.models import create_model
-from fracbench.ood import NO_REFERENCE, attach_reference, check_pixels, fit_reference
-from fracbench.predict import predict_paths
+from fracbench.serving.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    write_ood_reference,
+)
+from fracbench.serving.ood import NO_REFERENCE, attach_reference, check_pixels, fit_reference
+from fracbench.serving.predict import predict_paths
 
 SIZE = 32
 
@@ -118,7 +123,7 @@ def test_sidecar_round_trip(with_reference: Path) -> None:
     assert ck.meta["ood_reference"] == ref
     # the threshold is the 95th percentile of the calibration distances under the stored (rounded) reference:
     # distances by an explicit loop over the stored mean and precision, percentile by hand
-    from fracbench.ood import _batches_features
+    from fracbench.serving.ood import _batches_features
 
     f = _batches_features(ck.model, "tiny_cnn", _batches(_radiographs(3, 96)))
     center, prec = np.asarray(ref["center"]), np.asarray(ref["precision"])
@@ -129,7 +134,7 @@ def test_sidecar_round_trip(with_reference: Path) -> None:
 
 def test_threshold_is_the_percentile_of_planted_distances() -> None:
     """Calibration points planted at Mahalanobis distances 1, 2, ..., 100: the 95th percentile is 95.05."""
-    from fracbench.ood import reference_from_features
+    from fracbench.serving.ood import reference_from_features
 
     rng = np.random.default_rng(0)
     train = rng.normal(0, 1, (400, 6)) @ rng.normal(0, 1, (6, 6))
@@ -203,7 +208,7 @@ def test_attach_reference_from_a_decode_cache(trained: tuple[Path, torch.nn.Modu
     assert ref["dataset"] == "synthetic" and ref["calibration_split"] == "val"
     assert load_checkpoint(dest).meta["ood_reference"] == json.loads(json.dumps(ref))
     # the failed rows' zeros are not in the fit: the same reference as one fitted on the readable images alone
-    from fracbench.ood import _batches_features, reference_from_features
+    from fracbench.serving.ood import _batches_features, reference_from_features
 
     ck = load_checkpoint(dest)
     ok_train = [i for i in range(40) if i != 0]

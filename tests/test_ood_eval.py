@@ -1,4 +1,4 @@
-"""Tests for fracbench.ood_eval: the look-alike families, the summary's numbers, and that every family is flagged."""
+"""Tests for fracbench.serving.ood_eval: the look-alike families, the summary's numbers, and that every family is flagged."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from fracbench.checkpoint import load_checkpoint, save_checkpoint, write_ood_reference
 from fracbench.data.synthetic import render_case
 from fracbench.loader import to_input
 from fracbench.models import create_model
-from fracbench.ood import check_pixels, fit_reference
-from fracbench.ood_eval import (
+from fracbench.serving.checkpoint import load_checkpoint, save_checkpoint, write_ood_reference
+from fracbench.serving.ood import check_pixels, fit_reference
+from fracbench.serving.ood_eval import (
     LOOK_ALIKE_FAMILIES,
     LOOK_ALIKES,
     PROBES,
@@ -153,7 +153,7 @@ def test_evaluate_end_to_end_on_a_synthetic_dataset(tmp_path: Path) -> None:
     """evaluate(): reference fitted on train, calibrated on val, test false warnings, every family reported."""
     from fracbench.data import prepare
     from fracbench.data.synthetic import SyntheticSpec, generate
-    from fracbench.ood_eval import evaluate
+    from fracbench.serving.ood_eval import evaluate
 
     root = tmp_path / "data"
     generate(SyntheticSpec(count=120, size=48, seed=5), root)
@@ -204,7 +204,7 @@ def test_distance_matches_pytorch_ood_mahalanobis() -> None:
     pood = pytest.importorskip("pytorch_ood.detector")
     from scipy.stats import spearmanr
 
-    from fracbench.ood import ood_score, reference_from_features
+    from fracbench.serving.ood import ood_score, reference_from_features
 
     rng = np.random.default_rng(0)
     mix = rng.normal(0, 1, (8, 8))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fracbench.cam import box_area_fraction, centre_in_boxes, pointing_chance
+from fracbench.serving.cam import box_area_fraction, centre_in_boxes, pointing_chance
 
 
 def test_box_area_fraction_is_the_union_over_the_image() -> None:

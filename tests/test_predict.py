@@ -1,4 +1,4 @@
-"""Tests for fracbench.predict and `fracbench predict`: preprocessing, formats, folders, failures, CSV."""
+"""Tests for fracbench.serving.predict and `fracbench predict`: preprocessing, formats, folders, failures, CSV."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from fracbench.checkpoint import load_checkpoint, save_checkpoint
 from fracbench.cli import main
 from fracbench.data.cache import resize_square
 from fracbench.data.decode import decode_image
 from fracbench.data.synthetic import render_case
 from fracbench.loader import to_input
 from fracbench.models import create_model
-from fracbench.predict import (
+from fracbench.serving.checkpoint import load_checkpoint, save_checkpoint
+from fracbench.serving.predict import (
     PREDICTED,
     SKIPPED,
     TRUNCATED_WARNING,
@@ -314,7 +314,7 @@ def test_implausible_images_get_a_warning_and_no_decision(tmp_path: Path, ckpt_p
 
 
 def test_sizes_at_the_limits_are_plausible() -> None:
-    from fracbench.predict import MAX_ASPECT, MIN_SIDE, implausible
+    from fracbench.serving.predict import MAX_ASPECT, MIN_SIDE, implausible
 
     assert implausible((MIN_SIDE, MIN_SIDE)) == ""
     assert implausible((MIN_SIDE, int(MIN_SIDE * MAX_ASPECT))) == ""
@@ -327,7 +327,7 @@ def test_out_of_distribution_means_no_decision(tmp_path: Path, ckpt_path: Path,
     """A flagged image keeps its p_fracture but its decision column is no class, in the table, CSV and JSON."""
     import shutil
 
-    from fracbench.checkpoint import write_ood_reference
+    from fracbench.serving.checkpoint import write_ood_reference
 
     guarded = tmp_path / "ck" / "best.safetensors"
     guarded.parent.mkdir()

@@ -13,11 +13,11 @@ from conftest import die_after_saves
 
 from fracbench import results as R
 from fracbench import train as T
-from fracbench.checkpoint import load_checkpoint
 from fracbench.config import TrainConfig
 from fracbench.data import prepare
 from fracbench.data.cache import build_cache
 from fracbench.data.synthetic import SyntheticSpec, generate
+from fracbench.serving.checkpoint import load_checkpoint
 
 VOLATILE = {"seconds", "images_per_second"}
 

@@ -87,7 +87,7 @@ def _families() -> dict[tuple[str, str], list[str]]:
     """The release's ``N-rotated...`` files per class folder and source N: one source radiograph N turned up to
     about 45 degrees, zoomed and cropped (ground truth from the release's names; fracbench never reads them)."""
     fam: dict[tuple[str, str], list[str]] = {}
-    for k, p in _files().items():
+    for p in _files().values():
         m = re.match(r"^(\d+)-rotated", p.name)
         if m:
             fam.setdefault((p.parent.name, m.group(1)), []).append(p.relative_to(ROOT).as_posix())

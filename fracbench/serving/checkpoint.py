@@ -10,10 +10,12 @@ with ``torch.load(weights_only=True)``. Training-resume state (optimizer, RNG) i
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -137,13 +139,11 @@ def _check_ood_reference(meta: dict[str, Any], sidecar: Path) -> None:
     """Refuse a sidecar whose OOD reference is damaged (a wrong shape would give wrong warnings silently)."""
     if meta.get("ood_reference") is None:
         return  # an older checkpoint: predictions carry "no OOD reference"
-    from fracbench.ood import validate_reference
-
     try:
         validate_reference(meta["ood_reference"])
     except ValueError as exc:
         raise CheckpointError(f"{sidecar}: damaged OOD reference: {exc}. Refit it with "
-                              "fracbench.ood.attach_reference, or delete the 'ood_reference' key") from None
+                              "fracbench.serving.ood.attach_reference, or delete the 'ood_reference' key") from None
 
 
 def write_ood_reference(path: str | Path, reference: dict[str, Any]) -> Path:
@@ -183,3 +183,36 @@ def export_checkpoint(src: str | Path, dest_dir: str | Path, max_bytes: int = 5 
         meta["record"] = "record.json"
     atomic_write_json(dest.with_suffix(".json"), meta)
     return dest
+
+
+# the OOD reference a sidecar carries (fitted and used by fracbench.serving.ood): its format is the checkpoint's
+REFERENCE_VERSION = 1
+
+
+def validate_reference(ref: Any) -> None:
+    """Raise ValueError naming what is wrong with a reference (shapes, values); the caller adds the file."""
+    if not isinstance(ref, dict):
+        raise ValueError(f"ood_reference is a JSON {type(ref).__name__}, not an object")
+    if ref.get("version") != REFERENCE_VERSION:
+        raise ValueError(f"ood_reference version {ref.get('version')!r} is not {REFERENCE_VERSION}")
+    try:
+        d_in = int(ref["dim_in"])
+        center = np.asarray(ref["center"], np.float64)
+        mean = np.asarray(ref["mean"], np.float64)
+        prec = np.asarray(ref["precision"], np.float64)
+        comp = None if ref.get("components") is None else np.asarray(ref["components"], np.float64)
+        thr = float(ref["threshold"])
+    except KeyError as exc:
+        raise ValueError(f"ood_reference lacks {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"ood_reference holds non-numeric or ragged values ({exc})") from None
+    k = d_in if comp is None else comp.shape[0] if comp.ndim == 2 else -1
+    if center.shape != (d_in,):
+        raise ValueError(f"ood_reference center has shape {center.shape}, expected ({d_in},)")
+    if comp is not None and comp.shape != (k, d_in):
+        raise ValueError(f"ood_reference components have shape {comp.shape}, expected (k, {d_in})")
+    if mean.shape != (k,) or prec.shape != (k, k):
+        raise ValueError(f"ood_reference mean {mean.shape} / precision {prec.shape} do not fit width {k}")
+    arrays = [center, mean, prec] + ([comp] if comp is not None else [])
+    if not all(np.isfinite(a).all() for a in arrays) or not math.isfinite(thr) or thr < 0:
+        raise ValueError("ood_reference holds non-finite values or a negative threshold")

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fracbench.checkpoint import CLASS_NAMES, Checkpoint
+from fracbench.serving.checkpoint import CLASS_NAMES, Checkpoint
+from fracbench.serving.preprocess import as_gray_uint8, preprocess  # noqa: F401  (predict's API)
 
 PREDICTED, SKIPPED = "predicted", "skipped"
 
@@ -44,7 +45,7 @@ class FileResult:
     decision: str = ""
     warning: str = ""
     reason: str = ""
-    ood: str = ""  # "in distribution", "out of distribution" or "no OOD reference" (fracbench.ood)
+    ood: str = ""  # "in distribution", "out of distribution" or "no OOD reference" (fracbench.serving.ood)
     ood_distance: float | None = None  # feature-space distance to the training images
 
     @property
@@ -92,36 +93,6 @@ def raster_suffixes() -> frozenset[str]:
 
     Image.init()
     return frozenset(e for e, f in Image.registered_extensions().items() if f in PILLOW_FORMATS) | set(DICOM_SUFFIXES)
-
-def preprocess(pixels: np.ndarray, size: int, channels: int) -> torch.Tensor:
-    """(H, W) uint8 grayscale -> (1, channels, size, size) float in [-1, 1], as training sees it."""
-    from fracbench.data.cache import resize_square
-    from fracbench.loader import to_input
-
-    gray = as_gray_uint8(pixels)
-    small = np.ascontiguousarray(resize_square(gray, size))
-    if not small.flags.writeable:
-        small = small.copy()
-    return to_input(torch.from_numpy(small)[None], channels)
-
-
-def as_gray_uint8(pixels: np.ndarray) -> np.ndarray:
-    """Accept (H, W) uint8, or (H, W, 3|4) uint8 colour (reduced to luminance as the decoder does)."""
-    arr = np.asarray(pixels)
-    if arr.dtype != np.uint8:
-        raise ValueError(f"expected uint8 pixels, got {arr.dtype}; decode files with fracbench.data.decode")
-    if arr.ndim == 3 and arr.shape[2] in (3, 4):
-        from PIL import Image
-
-        im = Image.fromarray(np.ascontiguousarray(arr))  # RGB or RGBA from the shape
-        if im.mode == "RGBA":
-            black = Image.new("RGBA", im.size, (0, 0, 0, 255))
-            im = Image.alpha_composite(black, im)
-        arr = np.asarray(im.convert("L"), dtype=np.uint8)
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"expected an (H, W) grayscale image, got shape {arr.shape}")
-    return arr
-
 
 def decision(p: float, threshold: float) -> str:
     """The class name at ``threshold``: fractured when ``p >= threshold`` (as the metrics count it)."""
@@ -288,12 +259,12 @@ def predict_files(checkpoint: Checkpoint, paths: Iterable[str | os.PathLike[str]
     Files are decoded as training decodes them and scored in batches; a file that does not decode
     is skipped with the decoder's reason and advice, and never stops the rest. A partly decodable
     (truncated) file is scored with a ``warning``; an image unlike the training radiographs gets
-    ``ood`` = "out of distribution" (fracbench.ood) and no decision; an image under :data:`MIN_SIDE`
+    ``ood`` = "out of distribution" (fracbench.serving.ood) and no decision; an image under :data:`MIN_SIDE`
     px on a side or beyond :data:`MAX_ASPECT`:1 is not scored at all (a warning and no decision).
     """
     from fracbench.data.decode import DecodeError, decode_image
-    from fracbench.ood import ood_columns
     from fracbench.progress import track
+    from fracbench.serving.ood import ood_columns
 
     entries = expand_paths(paths)
     results: list[FileResult | None] = [
@@ -321,7 +292,7 @@ def predict_files(checkpoint: Checkpoint, paths: Iterable[str | os.PathLike[str]
         if not tensors:
             continue
         x = torch.cat(tensors)
-        ood = ood_columns(checkpoint, x)  # {"ood", "ood_distance"} per image (see fracbench.ood)
+        ood = ood_columns(checkpoint, x)  # {"ood", "ood_distance"} per image (see fracbench.serving.ood)
         for (i, name, warning), p, extra in zip(done, _scores(checkpoint, x), ood):
             verdict = final_decision(float(p), checkpoint.threshold, extra["ood"])
             results[i] = FileResult(name, PREDICTED, float(p), verdict, warning, **extra)

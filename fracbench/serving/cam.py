@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fracbench.checkpoint import Checkpoint
-from fracbench.predict import as_gray_uint8, preprocess
+from fracbench.serving.checkpoint import Checkpoint
+from fracbench.serving.preprocess import as_gray_uint8, preprocess
 
 # pytorch-grad-cam registers hooks on the model for the duration of a call: one call at a time
 # per process keeps concurrent demo requests from seeing each other's activations.

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-REFERENCE_VERSION = 1
+from fracbench.serving.checkpoint import REFERENCE_VERSION, validate_reference  # noqa: F401  (the guard's API)
+
 MAX_DIM = 64  # feature widths up to this are kept whole
 PCA_DIM = 32  # wider features are projected onto this many principal components
 QUANTILE = 0.95
@@ -179,7 +180,7 @@ def fit_reference(model: Any, data: Any, calib: Iterable[Any] | None = None, *, 
                   quantile: float = QUANTILE, max_fit: int = MAX_FIT_IMAGES, seed: int = 0) -> dict[str, Any]:
     """Fit the OOD reference of a model on its training data.
 
-    ``model`` is a :class:`~fracbench.checkpoint.Checkpoint` (name and channels from its sidecar) or an
+    ``model`` is a :class:`~fracbench.serving.checkpoint.Checkpoint` (name and channels from its sidecar) or an
     ``nn.Module`` with ``model_name`` and ``channels``. ``data`` is a
     :class:`~fracbench.data.cache.DecodedCache` (mean and precision from ``fit_split``, threshold from
     ``calib_split``, images that failed to decode left out) or an iterable of preprocessed batches
@@ -220,7 +221,7 @@ def attach_reference(checkpoint_path: Any, cache: Any, **kwargs: Any) -> dict[st
 
     What ``fit()`` (or a command) calls once the best checkpoint is saved; returns the reference.
     """
-    from fracbench.checkpoint import load_checkpoint, write_ood_reference
+    from fracbench.serving.checkpoint import load_checkpoint, write_ood_reference
 
     ck = load_checkpoint(checkpoint_path)
     ref = fit_reference(ck, cache, **kwargs)
@@ -230,35 +231,6 @@ def attach_reference(checkpoint_path: Any, cache: Any, **kwargs: Any) -> dict[st
 
 # --------------------------------------------------------------------------------------------
 # scoring
-
-
-def validate_reference(ref: Any) -> None:
-    """Raise ValueError naming what is wrong with a reference (shapes, values); the caller adds the file."""
-    if not isinstance(ref, dict):
-        raise ValueError(f"ood_reference is a JSON {type(ref).__name__}, not an object")
-    if ref.get("version") != REFERENCE_VERSION:
-        raise ValueError(f"ood_reference version {ref.get('version')!r} is not {REFERENCE_VERSION}")
-    try:
-        d_in = int(ref["dim_in"])
-        center = np.asarray(ref["center"], np.float64)
-        mean = np.asarray(ref["mean"], np.float64)
-        prec = np.asarray(ref["precision"], np.float64)
-        comp = None if ref.get("components") is None else np.asarray(ref["components"], np.float64)
-        thr = float(ref["threshold"])
-    except KeyError as exc:
-        raise ValueError(f"ood_reference lacks {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"ood_reference holds non-numeric or ragged values ({exc})") from None
-    k = d_in if comp is None else comp.shape[0] if comp.ndim == 2 else -1
-    if center.shape != (d_in,):
-        raise ValueError(f"ood_reference center has shape {center.shape}, expected ({d_in},)")
-    if comp is not None and comp.shape != (k, d_in):
-        raise ValueError(f"ood_reference components have shape {comp.shape}, expected (k, {d_in})")
-    if mean.shape != (k,) or prec.shape != (k, k):
-        raise ValueError(f"ood_reference mean {mean.shape} / precision {prec.shape} do not fit width {k}")
-    arrays = [center, mean, prec] + ([comp] if comp is not None else [])
-    if not all(np.isfinite(a).all() for a in arrays) or not math.isfinite(thr) or thr < 0:
-        raise ValueError("ood_reference holds non-finite values or a negative threshold")
 
 
 def ood_score(ref: dict[str, Any], feats: np.ndarray) -> np.ndarray:
@@ -291,7 +263,7 @@ def check_batch(checkpoint: Any, x: torch.Tensor) -> list[OodResult]:
 
 def check_pixels(checkpoint: Any, pixels: np.ndarray) -> OodResult:
     """The guard's answer for one decoded image ((H, W) or colour uint8), preprocessed as in training."""
-    from fracbench.predict import preprocess
+    from fracbench.serving.preprocess import preprocess
 
     return check_batch(checkpoint, preprocess(pixels, checkpoint.image_size, checkpoint.channels))[0]
 

@@ -399,8 +399,8 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def _pixel_distances(ck: Any, images: list[np.ndarray], batch: int = 64) -> np.ndarray:
     import torch
 
-    from fracbench.ood import features, ood_score, reference_of
-    from fracbench.predict import preprocess
+    from fracbench.serving.ood import features, ood_score, reference_of
+    from fracbench.serving.predict import preprocess
 
     out = []
     for start in range(0, len(images), batch):
@@ -425,7 +425,7 @@ def summarise(d_test: np.ndarray, d_probe: dict[str, np.ndarray], threshold: flo
               d_calib: np.ndarray | None = None, quantile: float = 0.95, calib_split: str = "val") -> dict[str, Any]:
     """Recall per family (Wilson 95% CIs), AUROC, test false warnings and the calibration check, from distances.
 
-    A warning is a distance strictly above ``threshold`` (as :func:`fracbench.ood.check_batch` decides).
+    A warning is a distance strictly above ``threshold`` (as :func:`fracbench.serving.ood.check_batch` decides).
     """
     from sklearn.metrics import roc_auc_score
 
@@ -502,11 +502,17 @@ def evaluate(checkpoint: str | os.PathLike[str], dataset: str, manifest: str | o
     page and viewer look-alikes are built on the dataset's own test radiographs (synthetic ones when
     none can be read). Writes ``out_dir/ood_eval.json`` and ``out_dir/ood_distances.png``; returns the JSON's content.
     """
-    from fracbench.checkpoint import load_checkpoint
     from fracbench.data.cache import build_cache
     from fracbench.data.manifest import Manifest
     from fracbench.io import atomic_write_json
-    from fracbench.ood import _batches_features, _cache_batches, _usable_rows, fit_reference, ood_score
+    from fracbench.serving.checkpoint import load_checkpoint
+    from fracbench.serving.ood import (
+        _batches_features,
+        _cache_batches,
+        _usable_rows,
+        fit_reference,
+        ood_score,
+    )
 
     ck = load_checkpoint(checkpoint)
     man = Manifest.read(manifest, dataset, data_dir)
