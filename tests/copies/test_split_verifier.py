@@ -85,3 +85,29 @@ def test_dealing_repairs_a_grouping_that_missed_a_copy(tmp_path, monkeypatch):
     assert any(pair <= set(g.members) for g in groups)
     unrepaired, _, same = deal_verified("imagefolder", p.dataset.root, p.index, [], seed=seed, dealt=False)
     assert apart(unrepaired) and same == []
+
+
+def test_audit_reads_the_given_split_first_and_the_grouped_one_on_request(tmp_path, monkeypatch):
+    """`fracbench audit imagefolder --split given|grouped` on a train/test folder with a turned copy across it: the
+    given split keeps the user's 3 test files (not re-dealt) and its verifier counts the copy when its source
+    stayed in train; the grouped split puts the pair on one side (no copy across)."""
+    import json
+
+    from fracbench.cli import main
+
+    monkeypatch.setenv("FRACBENCH_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "set"
+    _folder(data, splits=True)
+    reports = {}
+    for split in ("given", "grouped"):
+        out = tmp_path / f"audit-{split}"
+        assert main(["audit", "imagefolder", "--data-dir", str(data), "--split", split, "--out", str(out),
+                     "--quiet"]) == 0
+        reports[split] = json.loads((out / "audit.json").read_text())
+    given, grouped = reports["given"], reports["grouped"]
+    assert given["manifest"]["splits"]["test"] == 3  # the folder's own test files, image by image
+    src_in_train = any(m["id"] == "train/fractured/r1" and m["split"] == "train"
+                       for g in given["groups"] for m in g["members"])
+    assert given["leaks"]["verified"]["test_images_with_a_copy_in_train"] == int(src_in_train)
+    assert grouped["manifest"]["split_mode"] == "grouped"
+    assert grouped["leaks"]["verified"]["test_images_with_a_copy_in_train"] == 0
