@@ -392,7 +392,7 @@ def render_html(report: dict[str, Any], figure: bytes, pairs: Sequence[dict[str,
     cards = []
     for v in report["claims"]:
         cls = "leak" if v["verdict"] in LEAK_VERDICTS else "ok" if v["verdict"] == "not explained by copies" else ""
-        key = (f"memorising alone: {v['fracbench']:.3f} {_ci(v['ci'])}" if v["fracbench"] is not None else "")
+        key = (f"memorising alone: {v['fracbench']:.3f} {_ci(v['ci'])}" if v["fracbench"] is not None else v["reason"])
         cards.append(f'<div class="claim {cls}"><div>{e(v["metric"])} = {v["claim"]:.4g}</div>'
                      f'<div class="v">{e(v["verdict"])}</div><div class="k">{e(key)}</div></div>')
     held = report.get("held_out_folder")
