@@ -249,7 +249,7 @@ def judge_claim(metric: str, value: float, lookup: dict[str, Any], majority: flo
         note = f" (on {few})" if few else ""
         return {**out, "verdict": "explained by copies",
                 "reason": f"{mem}: the claim lies inside or below that interval; {n_copied} test images have a copy "
-                          f"in train{note}"}
+                          f"in train or val{note}"}
     scale = test_fmt.get("accuracy_scale")
     if metric == "accuracy" and n_copied and scale and scale > 1 and value <= ci[1] * scale:
         jpg = test_fmt.get("tutorial_jpg_count")
@@ -269,7 +269,8 @@ def summary_sentences(facts: dict[str, Any], lookup: dict[str, Any], majority: d
     c = facts["copies"]
     n, k = c["test_images"], c["test_near_in_train"]
     share = f"{100 * k / n:.1f} %" if n else "-"
-    s1 = (f"{k} of the {n} test images ({share}) have an exact or near copy in train, found by content; the test "
+    s1 = (f"{k} of the {n} test images ({share}) have an exact or near copy among the training and validation "
+          f"images, found by content; the test "
           f"split holds {c['test_groups']} independent radiograph groups.")
     s2 = (f"Answering each copied test image with its training copy's label, and every other one with the training "
           f"majority class ({majority['train_majority_class']!r}), scores {lookup['accuracy']:.3f} "
