@@ -183,7 +183,7 @@ def check(prepared: Any, claims: Sequence[tuple[str, float]], split: str = "give
             conflicts.append({"images": len(g.members), "classes": [names[k] for k in labs],
                               "ids": [recs[i].id for i in g.members[:6]]})
     fault_kinds = Counter(f.kind for f in prepared.faults)
-    undecodable = sum(v for k, v in fault_kinds.items() if k in ("unreadable", "not_an_image", "decode_error"))
+    undecodable = sum(v for k, v in fault_kinds.items() if k in ("unreadable", "decode_error"))
     fmt = format_mix(prepared, manifest)
     test_fmt = fmt.get("test", {})
     test_group_n = len(set(groups))

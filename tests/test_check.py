@@ -168,3 +168,13 @@ def test_verdict_rules_on_given_numbers() -> None:
         "not explained by copies"
     few = judge_claim("accuracy", 0.99, **{**args, "test_fmt": {}, "few": "only 40 independent test groups"})
     assert few["verdict"] == "no evidence" and "40 independent test groups" in few["reason"]
+
+
+@pytest.mark.slow
+def test_leaky_tree_grouped_split_has_no_copies_across(leaky: Path) -> None:
+    p = prepare("imagefolder", leaky, progress=False)
+    rep = check(p, [("accuracy", 0.95)], split="grouped")
+    assert rep["split"] == "grouped" and rep["copies"]["test_near_in_train"] == 0 and not rep["leak"]
+    # no copy to look up: every test image gets the training majority class
+    assert rep["lookup"]["with_copy_in_train"]["images"] == 0
+    assert rep["claims"][0]["verdict"] in ("not explained by copies", "no evidence")
