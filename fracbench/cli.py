@@ -628,6 +628,65 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- check
+def _configure_check(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", metavar="DATA_DIR", help="a folder of class folders (optionally inside train/ and "
+                   "test|val|valid/ folders), or a registered dataset name (see `fracbench data list`)")
+    p.add_argument("--claim", action="append", default=[], metavar="METRIC=VALUE", required=True,
+                   help="a claimed test result to check, e.g. accuracy=0.998 or auroc=99%%; repeat for several")
+    p.add_argument("--split", choices=("given", "grouped"), default="given",
+                   help="'given' (default): the folders' own train/test as you made them; 'grouped': fracbench's "
+                        "re-split where no copy group crosses train/val/test")
+    p.add_argument("--test-folder", metavar="NAME", help="the folder held out as the test split (default: test/, "
+                   "testing/; with only train/ and val|valid/, val)")
+    p.add_argument("--data-dir", help="dataset folder when DATA_DIR is a registered dataset name")
+    p.add_argument("--out", help="folder for check.json and check.html (default: results/adhoc/<dataset>/check/)")
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of the summary")
+    p.add_argument("--fail-on-leak", action="store_true",
+                   help="exit 3 when a claim is explained by copies or the test split holds copies of train images")
+
+
+@command("check", "test an accuracy claim on any class-folder set: copies across train/test, what memorising "
+         "alone scores, the majority class; verdict per claim and an HTML page", _configure_check)
+def _check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fracbench.check import check, parse_claims, print_check, write_check
+    from fracbench.data import DATASETS, prepare
+    from fracbench.paths import adhoc_dir
+    from fracbench.results import git_state
+
+    try:
+        claims = parse_claims(args.claim)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    if args.data in DATASETS and not Path(args.data).is_dir():
+        name, data_dir = args.data, args.data_dir
+    else:
+        if not Path(args.data).is_dir():
+            console.print(f"[red]error:[/] {args.data}: no such folder and no registered dataset of that name")
+            return 2
+        name, data_dir = "imagefolder", args.data
+    prepared = prepare(name, data_dir, progress=not args.quiet, test_folder=args.test_folder)
+    report = check(prepared, claims, split=args.split)
+    out = Path(args.out) if args.out else adhoc_dir(prepared.name) / "check"
+    git = git_state()
+    cmd = ["fracbench", "check", args.data if name != "imagefolder" else "<data-dir>",
+           *[f"--claim={c}" for c in args.claim], f"--split={args.split}"]
+    if args.test_folder:
+        cmd.append(f"--test-folder={args.test_folder}")
+    prov = {"command": " ".join(cmd), "git_commit": git["git_commit"], "git_dirty": git["git_dirty"],
+            "data_dir": "<data-dir>"}
+    paths = write_check(prepared, report, out, prov)
+    if args.json:
+        print_json({**report, "provenance": prov})
+    else:
+        print_check(report, echo=print_result)  # the answer is the command's output: on stdout even with --quiet
+        console.print("wrote " + ", ".join(str(p) for p in paths))
+    return report["fail_on_leak_would_exit"] if args.fail_on_leak else 0
+
+
 # ---------------------------------------------------------------- figures and report
 def _configure_figures(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", help="results folder (default: every results/<dataset>/ of the checkout)")

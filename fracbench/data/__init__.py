@@ -16,8 +16,11 @@ __all__ = ["DATASETS", "Dataset", "Fault", "ImageRecord", "Listing", "Prepared",
            "open_dataset", "prepare"]
 
 
-def open_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
-    """The dataset ``name`` at ``data_dir`` (default: where ``fracbench data download`` puts it)."""
+def open_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, test_folder: str | None = None) -> Dataset:
+    """The dataset ``name`` at ``data_dir`` (default: where ``fracbench data download`` puts it).
+
+    ``test_folder``: the folder held out as the test split, for folder datasets (imagefolder and its kin).
+    """
     from fracbench.paths import data_home
 
     cls = DATASETS.get(name)
@@ -37,6 +40,12 @@ def open_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> D
                     "pass --data-dir PATH/TO/MURA-v1.1.",
         }.get(name, "Pass --data-dir PATH.")
         raise FileNotFoundError(f"{root}: no {name} data there. {hint}")
+    if test_folder:
+        from fracbench.data.imagefolder import ImageFolder
+
+        if not issubclass(cls, ImageFolder):
+            raise ValueError(f"{name} has its own split; a held-out folder can only be named for a class-folder set")
+        return cls(root, test_folder=test_folder)
     return cls(root)
 
 
@@ -97,13 +106,14 @@ def dealt_by_fracbench(mode: str, records: list[ImageRecord]) -> bool:
 
 
 def prepare(name: str, data_dir: str | os.PathLike[str] | None = None, seed: int = 0,
-            progress: bool = True, manifest_path: str | os.PathLike[str] | None = None) -> Prepared:
-    """Scan, decode once, find duplicates and split (or read the given manifest)."""
+            progress: bool = True, manifest_path: str | os.PathLike[str] | None = None,
+            test_folder: str | None = None) -> Prepared:
+    """Scan, decode once, find duplicates and split (or read the given manifest); ``test_folder``: see open_dataset."""
     from fracbench.copies import find_copies
     from fracbench.data.index import build_index
     from fracbench.data.manifest import Manifest, deal_verified
 
-    ds = open_dataset(name, data_dir)
+    ds = open_dataset(name, data_dir, test_folder=test_folder)
     listing = ds.scan()
     index = build_index(listing.records, progress=progress)
     dups = find_copies(index, progress=progress, cache_names=[r.path for r in index.records])

@@ -62,9 +62,11 @@ class Manifest:
         return [r for r in self.rows if r.split == split]
 
     def counts(self) -> dict[str, dict[str, int]]:
+        """Images per split and label (labels "0" and "1" always present; other class indices when found)."""
         out: dict[str, dict[str, int]] = {s: {"0": 0, "1": 0} for s in SPLITS}
         for r in self.rows:
-            out.setdefault(r.split, {"0": 0, "1": 0})[str(r.label)] += 1
+            per = out.setdefault(r.split, {"0": 0, "1": 0})
+            per[str(r.label)] = per.get(str(r.label), 0) + 1
         return out
 
     def write(self, path: str | Path) -> Path:

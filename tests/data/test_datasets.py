@@ -168,7 +168,7 @@ def test_imagefolder_recognises_every_variant_and_reports_strays(tmp_path: Path)
     for seed, name in enumerate(CLASS_NAMES):
         save(root / name / f"img{seed}.png", smooth(seed, 24))
     save(root / "Fractured" / "nested" / "deep.jpg", smooth(50, 24), quality=90)
-    save(root / "unsure" / "what.png", smooth(51, 24))
+    (root / "unsure").mkdir()  # an empty folder is no class: reported
     (root / "normal" / "notes.txt").write_text("not an image")
     (root / "normal" / ".DS_Store").write_bytes(b"\0")  # hidden files are ignored silently
     ds = open_dataset("imagefolder", root)
@@ -181,6 +181,66 @@ def test_imagefolder_recognises_every_variant_and_reports_strays(tmp_path: Path)
     assert {r.id for r in listing.records} >= {"Fractured/img0", "Fractured/nested/deep", "not fractured/img1"}
     faults = sorted((f.kind, Path(f.path).name) for f in listing.faults)
     assert faults == [("not_an_image", "notes.txt"), ("unknown_class_folder", "unsure")]
+    assert ds.binary and ds.classes == ["not fractured", "fractured"]
+
+
+def test_imagefolder_any_class_names_are_class_indices_in_sorted_order(tmp_path: Path) -> None:
+    root = tmp_path / "cxr"
+    names = ["Viral Pneumonia", "Covid", "Normal"]  # "Normal" alone would read as "not fractured"
+    for k, name in enumerate(names):
+        for j in range(2):
+            save(root / name / f"{j}.png", smooth(10 * k + j, 24))
+    ds = open_dataset("imagefolder", root)
+    listing = ds.scan()
+    assert listing.faults == []
+    assert not ds.binary and ds.classes == ["Covid", "Normal", "Viral Pneumonia"]
+    got = {r.id: r.label for r in listing.records}
+    assert got == {"Covid/0": 0, "Covid/1": 0, "Normal/0": 1, "Normal/1": 1,
+                   "Viral Pneumonia/0": 2, "Viral Pneumonia/1": 2}
+
+
+def test_imagefolder_grades_and_a_stray_folder_make_classes_not_skips(tmp_path: Path) -> None:
+    root = tmp_path / "grades"
+    for split in ("train", "test"):
+        for g in range(5):
+            save(root / split / str(g) / "a.png", smooth(100 * (split == "test") + g, 24))
+    save(root / "train" / "2" / "b.png", smooth(77, 24))
+    save(root / "test" / "unsure" / "u.png", smooth(78, 24))  # not a grade: a sixth class, never skipped
+    ds = ImageFolder(root)
+    listing = ds.scan()
+    assert listing.faults == []
+    assert ds.classes == ["0", "1", "2", "3", "4", "unsure"] and not ds.binary
+    assert sorted((r.split, r.label) for r in listing.records if r.split == "test") == [("test", k) for k in range(6)]
+    assert ds.held_out == "test"
+    p = prepare("imagefolder", root, progress=False)
+    assert p.manifest.counts()["test"] == {"0": 1, "1": 1, "2": 1, "3": 1, "4": 1, "5": 1}
+
+
+@pytest.mark.parametrize("held", ["val", "valid", "validation"])
+def test_imagefolder_train_and_val_only_holds_val_out(tmp_path: Path, held: str) -> None:
+    root = tmp_path / "tv"
+    for k, split in enumerate(("train", held)):
+        save(root / split / "fractured" / "a.png", smooth(10 * k + 1, 24))
+        save(root / split / "normal" / "b.png", smooth(10 * k + 2, 24))
+    ds = ImageFolder(root)
+    listing = ds.scan()
+    assert listing.faults == [] and ds.held_out == held
+    assert {r.id.split("/")[0]: r.split for r in listing.records} == {"train": "train", held: "test"}
+
+
+def test_imagefolder_test_folder_named(tmp_path: Path) -> None:
+    root = tmp_path / "named"
+    for k, split in enumerate(("train", "holdout", "test")):
+        save(root / split / "fractured" / "a.png", smooth(10 * k + 1, 24))
+        save(root / split / "normal" / "b.png", smooth(10 * k + 2, 24))
+    ds = open_dataset("imagefolder", root, test_folder="holdout")
+    listing = ds.scan()
+    assert ds.held_out == "holdout"
+    assert {r.id.split("/")[0]: r.split for r in listing.records} == {"train": "train", "holdout": "test"}
+    assert [(f.kind, Path(f.path).name) for f in listing.faults] == [("bad_layout", "test")]
+    assert "--test-folder" in listing.faults[0].detail
+    with pytest.raises(FileNotFoundError, match="no folder 'nowhere'"):
+        ImageFolder(root, test_folder="nowhere").scan()
 
 
 def test_imagefolder_given_splits_are_kept(tmp_path: Path) -> None:
