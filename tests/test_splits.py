@@ -58,6 +58,7 @@ def split_run(results: Path, experiment: str, split: str, protocol: str, accurac
                            "status": "complete", "profile": profile, "threshold": threshold,
                            "metrics": {"test": metrics}, "counts": {"train": 900, "val": 100, "test": n},
                            "leak": leak}
+    rec["epochs_run"] = 8  # the cpu profile's (baselines/multiregion_*.yaml)
     if config is not None:
         rec["config"] = config
         rec["epochs_run"] = config["epochs"]
@@ -425,3 +426,19 @@ def test_one_seed_effect_on_shared_test_images_is_a_joint_bootstrap(tmp_path: Pa
                            rb.test["accuracy_ci95"], 300).evidence  # independent CIs overlap
     cell = leak_effect([ra], [rb], "accuracy")
     assert cell.startswith("+2.00 points [95% CI"), cell
+
+
+def test_every_cross_table_carries_the_provenance_footnote(tree: tuple[Path, Path], tmp_path: Path) -> None:
+    """results/tables/* say, as the per-dataset tables do, under which profile, epochs and seeds their records ran."""
+    fa, mr = tree
+    paths = write_cross_tables([fa, mr], tmp_path / "out")
+    mds = [p for p in paths if p.suffix == ".md"]
+    assert {p.stem for p in mds} == {"claims", "leak_splits"}
+    for md in mds:
+        text = md.read_text(encoding="utf-8")
+        for _, _, name in SPLIT_ROWS:
+            assert re.search(rf"- {name}: profile cpu, epochs 0\.\.7, seeds 0 \(1 of 5 in the full run\), dataset "
+                             r"multiregion; changed from the paper's configuration: epochs=8, image_size=96\.", text), \
+                (md.name, name)
+    claims = (tmp_path / "out" / "claims.md").read_text(encoding="utf-8")
+    assert "- paper_cnn_as_published: profile smoke, epochs 0..2, seeds 0" in claims

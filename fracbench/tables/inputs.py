@@ -274,6 +274,18 @@ def _provenance(exp: Experiment, runs: Sequence[Run]) -> str:
             f"{len(exp.seeds)} in the full run), dataset {datasets}{changed}.")
 
 
+def provenance_notes(runs: Sequence[Run], experiments: Any, names: Iterable[str]) -> list[str]:
+    """The provenance footnote (:func:`_provenance`) of each experiment in ``names`` over its runs in ``runs``,
+    as the per-dataset tables write it; an experiment absent from the registry is skipped."""
+    exps = _experiments(experiments)
+    by_exp = _by_experiment(runs)
+    seen: list[str] = []
+    for n in names:
+        if n in exps and n not in seen:
+            seen.append(n)
+    return [_provenance(exps[n], by_exp.get(n, [])) for n in seen]
+
+
 def _run_setting(run: Run, exp: Experiment | None, key: str) -> Any:
     """A training setting of a record: its own config, else the experiment's under the record's profile."""
     cfg = run.record.get("config")
