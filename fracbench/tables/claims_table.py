@@ -37,7 +37,7 @@ from fracbench.tables.inputs import (
     min_test_groups,
     paper_claim,
 )
-from fracbench.tables.leak import _by_seed_diff, _leak_runs
+from fracbench.tables.leak import _leak_runs, leak_effect
 from fracbench.tables.render import DASH, Table, _finite, _mean_sd, _num, _paper, _points, _split_value
 
 # --------------------------------------------------------------------------------------------
@@ -306,8 +306,9 @@ def _effect_row(c: Claim, paper: str, exps: Mapping[str, Experiment], by_exp: Ma
         reason = f"an image-level split of rotated copies reaches {_mean_sd(va)} test accuracy as published"
         if b:
             cell += f"; by source: {_mean_sd([_accuracy_as_reported(r) for r in b])}"
-            reason += (f"; split by source image {_mean_sd([_accuracy_as_reported(r) for r in b])}: "
-                       f"{_points(_by_seed_diff(a, b, _accuracy_as_reported))} from the leak alone (leak table)")
+            # the leak alone: the leak table's own cell (the one effect rule), never a bare difference
+            reason += (f"; split by source image {_mean_sd([_accuracy_as_reported(r) for r in b])}; the leak alone "
+                       f"(image-level − by source, as the leak table states it): {leak_effect(a, b, 'accuracy')}")
         return [*head, cell, _mean_sd([r.test.get("balanced_accuracy") for r in a]),
                 _split_value([r.test.get("majority_accuracy") for r in a]), "protocol effect", reason]
     if c.effect == "jpg_denominator":
