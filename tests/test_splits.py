@@ -58,10 +58,14 @@ def split_run(results: Path, experiment: str, split: str, protocol: str, accurac
                            "status": "complete", "profile": profile, "threshold": threshold,
                            "metrics": {"test": metrics}, "counts": {"train": 900, "val": 100, "test": n},
                            "leak": leak}
-    rec["epochs_run"] = 8  # the cpu profile's (baselines/multiregion_*.yaml)
+    # as the committed records of the earlier cpu profile say it (8 of 50 epochs at 96 px, 1 seed)
+    rec["epochs_run"] = 8
+    rec["profile_changes"] = {"epochs": 8, "image_size": 96, "seeds": [0]}
     if config is not None:
         rec["config"] = config
         rec["epochs_run"] = config["epochs"]
+        rec["profile_changes"] = {} if profile == "full" else {"epochs": config["epochs"],
+                                                                "image_size": config["image_size"]}
     if split == "external":
         rec["external"] = {"dataset": "fracatlas", "manifest_sha256": "e" * 64, "excluded_overlap": 7}
     R.write_record(d, rec)

@@ -268,7 +268,14 @@ def _provenance(exp: Experiment, runs: Sequence[Run]) -> str:
     seeds = ", ".join(str(r.seed) for r in runs)
     datasets = ", ".join(sorted({str(r.record.get("dataset", "?")) for r in runs}))
     ep = f"epochs 0..{epochs[0] - 1}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]} epochs"
-    changes = [f"{k}={v}" for p in profiles for k, v in sorted(exp.reduced(p).items()) if k != "seeds"]
+    # what each record says its profile changed (so a profile edited since leaves its old records described truly);
+    # records without it: the experiment's profile as it stands
+    pairs = []
+    for r in runs:
+        recorded = r.record.get("profile_changes")
+        reduced = recorded if isinstance(recorded, dict) else exp.reduced(_profile_of(r, exp))
+        pairs += sorted(reduced.items())
+    changes = list(dict.fromkeys(f"{k}={v}" for k, v in pairs if k != "seeds"))
     changed = f"; changed from the paper's configuration: {', '.join(changes)}" if changes else ""
     return (f"{exp.name}: profile {', '.join(profiles)}, {ep}, seeds {seeds} ({len(runs)} of "
             f"{len(exp.seeds)} in the full run), dataset {datasets}{changed}.")
