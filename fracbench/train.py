@@ -123,16 +123,19 @@ def evaluate_passes(model: nn.Module, loader: BatchLoader, device: torch.device,
     labels, rows = [], []
     for x, y, idx in loader:
         views = [x if g is None else random_flip(x, g) for g in flips]
-        xb = views[0] if k == 1 else torch.cat(views)
-        xb = xb.to(device, non_blocking=True)
-        if channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp):
-            if forward_batch and len(xb) > forward_batch:
-                logits = torch.cat([model(c) for c in xb.split(forward_batch)])
-            else:
-                logits = model(xb)
-        logits = logits.float()
+        if forward_batch and k > 1 and len(x) >= forward_batch:
+            stacks = views  # each view is a forward of its own already: no copy into one stack
+        else:
+            stacks = [views[0] if k == 1 else torch.cat(views)]
+        outs = []
+        for xb in stacks:
+            xb = xb.to(device, non_blocking=True)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, amp):
+                chunks = xb.split(forward_batch) if forward_batch and len(xb) > forward_batch else (xb,)
+                outs += [model(c) for c in chunks]
+        logits = (outs[0] if len(outs) == 1 else torch.cat(outs)).float()
         yd = y.to(device)
         for i, lg in enumerate(logits.split(len(y))):
             losses[i] += F.cross_entropy(lg, yd, reduction="sum").item()

@@ -358,6 +358,11 @@ def test_batched_passes_equal_separate_passes(small_cache):
         assert (a["rows"] == b["rows"]).all()
     for a, b in zip(sep_g, one_g, strict=True):
         assert torch.equal(a.get_state(), b.get_state())
+    # the CPU's way: each view forwarded on its own, in chunks (3 images) smaller than the batch
+    for cap in (8, 3):
+        chunked = T.evaluate_passes(model, kept, dev, [None, *gens()], forward_batch=cap)
+        for a, b in zip(separate, chunked, strict=True):
+            assert (a["scores"] == b["scores"]).all() and a["correct"] == b["correct"]
     # the kept loader reads the cache once: a second pass reuses its batches
     kept._read = None  # type: ignore[method-assign]
     again = T.evaluate(model, kept, dev)
