@@ -78,9 +78,9 @@ def _autocast(device: torch.device, amp: bool):
 
 
 # The evaluation batch: no gradients and no optimizer state, so an accelerator takes 4x the training batch in
-# one forward. On the CPU a larger forward is slower, not faster (measured for paper_cnn at 150 px on 2 cores:
-# 122, 127, 112 and 99 images/s at batches of 32, 64, 128 and 256; BENCHMARKS.md), so there it stays at
-# max(batch, 64) and the passes of one batch are forwarded in chunks of that size.
+# one forward. On the CPU a larger forward is slower, not faster (an ad-hoc check of paper_cnn at 150 px on
+# 2 shared cores, 2026-12-07: 122, 127, 112 and 99 images/s at batches of 32, 64, 128 and 256), so there it
+# stays at max(batch, 64) and each pass's batch is forwarded on its own.
 EVAL_BATCH_FACTOR = 4
 CPU_EVAL_BATCH = 64
 
