@@ -217,3 +217,78 @@ def test_train_pipeline_vs_bare_step(benchmark, workloads, measured, bench_data)
              pipeline_to_tutorial_train_only=round(len(rows) / median(pipe_times) / ref, 2))
     check_target(benchmark, "fracbench epoch / bare model steps (training + evaluation)", ratio, PIPELINE_TARGET,
                  at_least=True, unit="x")
+
+
+EVAL_TARGET = 2.0  # the evaluation pass's images/s over the training step's (issue: faster epochs, measured)
+
+
+def _eval_setup(model_name: str, size: int, eval_cache, eval_rows, batch: int):
+    """fracbench's per-epoch test evaluation as ``fit`` runs it (kept loader at ``eval_batch_size``, inference
+    mode, the plain and the test-time-flip pass of one batch stacked in one forward), and the bare reference:
+    the old way, ``torch.no_grad()`` forwards of the training batch on resident tensors."""
+    import torch
+
+    from fracbench.config import TrainConfig
+    from fracbench.loader import BatchLoader
+    from fracbench.train import eval_batch_size, evaluate_passes
+
+    model = make_model(model_name, size)
+    model.eval()
+    cfg = TrainConfig(model=model_name, image_size=size, batch_size=batch)
+    loader = BatchLoader(eval_cache, eval_rows, eval_batch_size(cfg, DEVICE), 3, keep=True)
+    g = torch.Generator().manual_seed(0)
+    resident = [x for x, _, _ in BatchLoader(eval_cache, eval_rows, batch, 3)]
+
+    def passes() -> int:
+        return sum(r["n"] for r in evaluate_passes(model, loader, DEVICE, [None, g]))
+
+    def bare() -> int:
+        with torch.no_grad():
+            for x in resident:
+                model(x)
+        return len(eval_rows)
+
+    return passes, bare, eval_batch_size(cfg, DEVICE)
+
+
+def test_eval_pass_vs_bare_forward_and_train_step(benchmark, workloads, bench_data) -> None:
+    """paper_cnn: images/s of fracbench's evaluation (plain + flipped test pass, as an as-published/honest
+    trajectory runs it every epoch) against bare no-grad forwards of the same images and the training step.
+
+    Rounds interleave the three so that other work on the machine slows them alike; the ratios are taken
+    within this run.
+    """
+    model = "paper_cnn"
+    size, batches, rounds = _workload(model)
+    rows, cache, cache_rows, _ = workloads(model)
+    n_eval = min(len(bench_data.test_rows), batches * SIZES.batch // 2)
+    eval_rows = bench_data.test_rows[:n_eval]
+    eval_cache, eval_cache_rows = bench_data.cache_for(size, eval_rows)
+    passes, bare, eval_bs = _eval_setup(model, size, eval_cache, eval_cache_rows, SIZES.batch)
+    train = fracbench_trainer(cache, cache_rows, model, batch=SIZES.batch)
+    for _ in range(SIZES.warmup):
+        passes(), bare(), train()
+    bare_times: list[float] = []
+    train_times: list[float] = []
+
+    def interleaved() -> int:
+        t0 = time.perf_counter()
+        bare()
+        t1 = time.perf_counter()
+        train()
+        t2 = time.perf_counter()
+        bare_times.append(t1 - t0)
+        train_times.append(t2 - t1)
+        return passes()
+
+    times = run_pedantic(benchmark, interleaved, group="eval", rounds=rounds, warmup=0)
+    eval_times = [t - b - tr for t, b, tr in zip(times, bare_times, train_times)]
+    eval_rate = 2 * n_eval / median(eval_times)  # two passes (plain and flipped) over n_eval images
+    bare_rate = n_eval / median(bare_times)
+    train_rate = len(rows) / median(train_times)
+    describe(benchmark, data=bench_data.source, model=model, image_size=size, eval_images=n_eval,
+             eval_batch=eval_bs, train_batch=SIZES.batch, eval_images_per_s=round(eval_rate, 2),
+             bare_no_grad_images_per_s=round(bare_rate, 2), train_images_per_s=round(train_rate, 2),
+             eval_to_bare=round(eval_rate / bare_rate, 3), eval_to_train=round(eval_rate / train_rate, 3))
+    check_target(benchmark, "evaluation images/s / training images/s", eval_rate / train_rate, EVAL_TARGET,
+                 at_least=True, unit="x")

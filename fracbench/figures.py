@@ -6,6 +6,8 @@ fracbench.tables' loaders and fracbench.results), plus the experiments' YAML for
 - ``curves_<experiment>.png`` for each Table 1 / Table 2 experiment: loss and accuracy against
   epoch, train and test, mean ± sd band over the seeds present (as the paper's Figures 4-7), with
   the paper's values for that experiment overlaid as markers labelled "paper (Table N)".
+- ``curves_splits.png`` (claim-anatomy records): test and train accuracy against epoch on the
+  published and the grouped split, with the paper's Table 1 values as markers labelled as the paper's.
 - ``roc_pr_<group>.png``: ROC and precision-recall curves of the test predictions (seed 0, else
   the lowest seed), several experiments of one group (paper table) on one axes, with chance lines
   and each run's recorded operating point.
@@ -108,6 +110,11 @@ def _write_all(results: Path, out: Path, runs: Sequence[Any], exps: dict[str, An
         if _table_of(by_exp[name][0], exps) in CURVE_TABLES and any(r.epochs for r in by_exp[name]):
             written.append(_save(_curves_figure(name, by_exp[name], exps.get(name)), out / f"curves_{_slug(name)}.png"))
 
+    # (a') the claim anatomy's learning curves: published and grouped split beside the paper's Table 1
+    split_runs = [r for r in runs if _is_split_run(r) and r.epochs]
+    if split_runs:
+        written.append(_save(_split_curves_figure(split_runs, exps), out / f"{SPLIT_CURVES}.png"))
+
     # (b) ROC / PR and (c) confusion matrices, one figure per group, seed 0 of each experiment
     groups: dict[str, list[tuple[Any, list[dict[str, Any]]]]] = {}
     for name in sorted(by_exp):
@@ -143,6 +150,10 @@ def _write_all(results: Path, out: Path, runs: Sequence[Any], exps: dict[str, An
 def caption(name: str) -> str:
     """A one-line caption for a figure file written by :func:`write_figures` (for the report)."""
     stem = Path(name).stem
+    if stem == SPLIT_CURVES:
+        return ("Claim anatomy: test and train accuracy against epoch on the published split (copies of test images "
+                "in train) and the grouped split (no copy across train/test), one line per split and protocol; black "
+                "squares: the paper's own Table 1 values.")
     if stem.startswith("curves_"):
         return (f"{stem[len('curves_'):]}: loss and accuracy against epoch, train and test (mean ± sd over seeds "
                 "as a band); markers: the paper's own numbers for this experiment.")
@@ -352,6 +363,67 @@ def _curves_figure(name: str, runs: Sequence[Any], exp: Any) -> Any:
     sub = (f"{name}: protocol {rec.get('protocol', '?')}, profile {rec.get('profile', '?')}, dataset "
            f"{rec.get('dataset', '?')}, seeds {seeds}, {'/'.join(map(str, epochs))} epochs")
     fig.suptitle(f"{title}\n{sub}", fontsize=10)
+    odd = _denominator_note(runs)
+    if odd:
+        fig.text(0.5, 0.005, odd, ha="center", va="bottom", fontsize=8, color="#a40000", wrap=True)
+    fig.tight_layout(rect=(0, 0.05 if odd else 0, 1, 1))
+    return fig
+
+
+SPLIT_CURVES = "curves_splits"  # the claim anatomy's learning-curve figure
+PAPER_CURVE_EXPERIMENT = "paper_cnn_as_published"  # whose YAML holds the paper's Table 1 values
+_SPLIT_STYLES = {("published", "as_published"): ("#d62728", "-"), ("published", "honest"): ("#d62728", ":"),
+                 ("grouped", "as_published"): ("#1f77b4", "-"), ("grouped", "honest"): ("#1f77b4", ":"),
+                 ("external", "honest"): ("#2ca02c", ":")}
+
+
+_SPLIT_NAMES = {"published": "published split", "grouped": "grouped split", "external": "external test"}
+
+
+def _is_split_run(run: Any) -> bool:
+    from fracbench.tables.splits import is_split_run
+
+    return is_split_run(run)
+
+
+def _split_curves_figure(runs: Sequence[Any], exps: dict[str, Any]) -> Any:
+    """Test accuracy and train accuracy against epoch on the published split (copies of test images in train)
+    and the grouped split (none), each (split, protocol) one line, with the paper's Table 1 values as markers
+    labelled as the paper's: where the paper's curve sits against a leaky and a clean split."""
+    fig = _new_figure(12.0, 4.8)
+    ax_test, ax_train = fig.subplots(1, 2)
+    by: dict[tuple[str, str], list[Any]] = {}
+    for r in runs:
+        by.setdefault((r.record["leak"]["split"], str(r.record.get("protocol"))), []).append(r)
+    for key in sorted(by, key=lambda k: list(_SPLIT_STYLES).index(k) if k in _SPLIT_STYLES else 99):
+        split, protocol = key
+        color, ls = _SPLIT_STYLES.get(key, ("#7f7f7f", "--"))
+        rs = by[key]
+        for ax, metric in ((ax_test, "test_accuracy"), (ax_train, "train_accuracy")):
+            xs, mean, _ = _series(rs, metric)
+            if xs:
+                seeds = f"{len(rs)} seeds" if len(rs) > 1 else "1 seed"
+                ax.plot(xs, mean, color=color, ls=ls, lw=1.8, marker="o" if len(xs) < 20 else None, ms=3,
+                        label=f"fracbench, {_SPLIT_NAMES.get(split, split)}, {protocol.replace('_', ' ')} ({seeds})")
+    paper = exps.get(PAPER_CURVE_EXPERIMENT)
+    for ax, metric in ((ax_test, "test_accuracy"), (ax_train, "train_accuracy")):
+        px, py, label = _paper_points(paper, metric)
+        if px:
+            ax.plot(px, py, ls="none", marker="s", ms=6, mfc="none", mec="black", mew=1.5,
+                    label=f"{label}: the paper's {metric.replace('_', ' ')}")
+        ax.set_xlabel("epoch (0-based index)")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.grid(True, alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize=7, loc="lower right")
+    ax_test.set_title("Test accuracy")
+    ax_train.set_title("Train accuracy")
+    epochs = sorted({int(r.record.get("epochs_run", len(r.epochs))) for r in runs})
+    profiles = ", ".join(sorted({str(r.record.get("profile", "?")) for r in runs}))
+    datasets = ", ".join(sorted({str(r.record.get("dataset", "?")) for r in runs}))
+    fig.suptitle("Claim anatomy: learning curves on the published split (copies of test images in train) and the "
+                 f"grouped split (none), beside the paper's Table 1\n{datasets}, profile {profiles}, "
+                 f"{'/'.join(map(str, epochs))} epochs; each split is scored on its own test set", fontsize=10)
     odd = _denominator_note(runs)
     if odd:
         fig.text(0.5, 0.005, odd, ha="center", va="bottom", fontsize=8, color="#a40000", wrap=True)

@@ -16,14 +16,20 @@ import torch.nn.functional as F
 
 from fracbench.data.cache import DecodedCache
 
+KEEP_LIMIT_BYTES = 1 << 30  # the most a kept evaluation set may hold (1 GiB of float batches)
+
 
 class BatchLoader:
     """Iterates (x, y, rows) over ``rows`` of a decoded cache."""
 
     def __init__(self, cache: DecodedCache, rows: np.ndarray, batch_size: int, channels: int = 3,
                  shuffle: bool = False, generator: torch.Generator | None = None,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, keep: bool = False) -> None:
         self.cache = cache
+        # keep: a fixed (unshuffled) evaluation set read and converted once, its batches reused on every pass
+        # while they fit KEEP_LIMIT_BYTES; the batches are never written to (callers make new tensors)
+        self.keep = keep and not shuffle
+        self._kept: list[tuple[torch.Tensor, torch.Tensor, np.ndarray]] | None = None
         self.rows = np.asarray(rows, dtype=np.int64)
         self.batch_size = batch_size
         self.channels = channels
@@ -49,6 +55,23 @@ class BatchLoader:
         return rows
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+        if self._kept is not None:
+            yield from self._kept
+            return
+        if not self.keep:
+            yield from self._read()
+            return
+        kept: list[tuple[torch.Tensor, torch.Tensor, np.ndarray]] = []
+        size, fits = 0, True
+        for batch in self._read():
+            size += batch[0].element_size() * batch[0].nelement()
+            fits = fits and size <= KEEP_LIMIT_BYTES
+            if fits:
+                kept.append(batch)
+            yield batch
+        self._kept = kept if fits else None  # a pass broken off early keeps nothing
+
+    def _read(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
         rows = self.epoch_rows()
         for start in range(0, len(rows), self.batch_size):
             idx = rows[start:start + self.batch_size]

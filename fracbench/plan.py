@@ -92,7 +92,7 @@ def measure_rates(cfg: TrainConfig, steps: int = 3) -> Rates:
     import torch
 
     from fracbench.models import create_model
-    from fracbench.train import _autocast, _optimizer, resolve_device
+    from fracbench.train import _autocast, _optimizer, eval_batch_size, resolve_device
 
     device = resolve_device(cfg.device)
     torch.manual_seed(0)
@@ -122,9 +122,9 @@ def measure_rates(cfg: TrainConfig, steps: int = 3) -> Rates:
     sync()
     train = steps * cfg.batch_size / (time.perf_counter() - t0)
     model.eval()
-    xe = torch.rand(max(cfg.batch_size, 64), cfg.channels, cfg.image_size, cfg.image_size,
+    xe = torch.rand(eval_batch_size(cfg, device), cfg.channels, cfg.image_size, cfg.image_size,
                     device=device).contiguous(memory_format=fmt)
-    with torch.no_grad(), _autocast(device, cfg.amp):
+    with torch.inference_mode(), _autocast(device, cfg.amp):
         model(xe)
         sync()
         t0 = time.perf_counter()

@@ -80,3 +80,38 @@ def test_leak_effect_on_few_images_is_no_evidence(tmp_path: Path) -> None:
     runs = {r.experiment: r for r in load_runs(res)}
     cell = leak_effect([runs["paper_cnn_as_published"]], [runs["paper_cnn_honest"]], "balanced_accuracy")
     assert cell.startswith("no evidence (32 test groups")
+
+
+def _leak_record(res: Path, variant: str, accuracy: float, ci: tuple[float, float]) -> None:
+    """A leak-demonstration record (one seed, 144 test images, no predictions: the CI-overlap rule applies)."""
+    name = f"leak_demo__{variant}_as_published"
+    m = {"accuracy": accuracy, "accuracy_ci95": list(ci), "accuracy_as_counted": accuracy,
+         "balanced_accuracy": accuracy, "balanced_accuracy_ci95": list(ci), "auroc": 0.8,
+         "auroc_ci95": [0.7, 0.9], "majority_accuracy": 0.51, "prevalence": 0.49}
+    R.write_record(R.run_dir(res, name, 0), {
+        "experiment": name, "model": "paper_cnn", "protocol": "as_published", "dataset": "fracatlas+4copies",
+        "manifest_sha256": variant[0] * 64, "seed": 0, "status": "complete", "profile": "cpu", "epochs_run": 6,
+        "selected_epoch": 5, "selected_on": "test_accuracy", "threshold": 0.5, "metrics": {"test": m},
+        "counts": {"train": 700, "val": 150, "test": 144, "test_denominator": 144},
+        "leak": {"split": variant, "variant": variant, "copies": ["rot90"], "test_images": 144,
+                 "test_images_with_a_copy_in_train": 0, "test_share_with_a_copy_in_train": 0.0}})
+
+
+def test_claims_and_leak_tables_state_the_leak_by_one_rule(tmp_path: Path) -> None:
+    """Overlapping CIs: the leak table says no evidence, and so does the claims table (never '+4.17 points')."""
+    from fracbench.tables import Claim, claims_table, leak_table
+
+    res = tmp_path / "results"
+    _leak_record(res, "naive", 0.7361, (0.66, 0.81))
+    _leak_record(res, "grouped", 0.6944, (0.62, 0.77))
+    runs = load_runs(res)
+    claim = Claim("leak", "the test Accuracy was 0.998", "Experiment", 0.998, "test_accuracy", "protocol_effect",
+                  "leak_demo", effect="leak")
+    leak = leak_table(runs, EXPERIMENTS, [claim])
+    row = next(r for r in leak.rows if r[1].startswith("(a) − (b)") and r[2] == "as published")
+    cell = row[leak.columns.index("fracbench test accuracy")]
+    assert cell.startswith("no evidence (one seed; the two runs' 95% CIs overlap; measured +4.17 points")
+    claims = claims_table(runs, EXPERIMENTS, [claim])
+    reason = claims.rows[0][claims.columns.index("reason")]
+    assert cell in reason
+    assert "+4.17 points from the leak alone" not in reason

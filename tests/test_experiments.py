@@ -81,3 +81,18 @@ def test_smoke_profile_is_tiny(path: Path) -> None:
     with torch.no_grad():
         out = model(torch.zeros(1, cfg.channels, cfg.image_size, cfg.image_size))
     assert out.shape == (1, 2)
+
+
+def test_multiregion_cpu_profile_is_the_papers_size_past_epoch_14() -> None:
+    """The claim-anatomy suite's cpu profile trains at the paper's 150 px and past the paper's epoch-14 point
+    (abstract: 99.82% at epoch 14), so a cpu run can be read beside that claim."""
+    from fracbench.experiments import baselines_dir, load_experiment
+
+    paths = sorted(baselines_dir().glob("multiregion_*.yaml"))
+    assert len(paths) == 5
+    for path in paths:
+        exp = load_experiment(path)
+        cfg = exp.train_config("cpu")
+        assert cfg.image_size == exp.config["image_size"] == 150, path.name
+        assert cfg.epochs == 15 and cfg.epochs - 1 >= 14, path.name
+        assert cfg.max_train_images == 0, path.name  # every training image

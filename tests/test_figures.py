@@ -255,3 +255,33 @@ def test_figure_pixels_are_not_blank(tree: tuple[Path, Path]) -> None:
         colours, counts = np.unique(px, axis=0, return_counts=True)
         assert len(colours) > 50, p.name
         assert counts.max() / len(px) < 0.97, p.name  # the background is not everything
+
+
+def test_split_curves_show_the_papers_table1_beside_both_splits(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The claim anatomy's learning curves: published and grouped split per epoch, and the paper's Table 1
+    values (baselines/paper_cnn_as_published.yaml), labelled as the paper's."""
+    from test_splits import split_run
+
+    from fracbench.tables.splits import SPLIT_ROWS
+
+    res = tmp_path / "results" / "multiregion"
+    for i, (split, protocol, name) in enumerate(SPLIT_ROWS):
+        d = split_run(res, name, split, protocol, 0.8, exact=30 if split == "published" else 0)
+        R.write_epochs(d, [{"epoch": e, "train_accuracy": 0.8 + 0.02 * e, "test_accuracy": 0.6 + 0.01 * e + i / 100,
+                            "train_loss": 0.5, "test_loss": 0.5} for e in range(8)])
+    figs = _drawn(monkeypatch)
+    names = [p.name for p in write_figures(res, echo=lambda s: None)]
+    assert "curves_splits.png" in names
+    ax_test, ax_train = figs["curves_splits.png"].axes[:2]
+    paper = {pv.epoch: pv.value for pv in load_experiments()["paper_cnn_as_published"].paper
+             if pv.metric == "test_accuracy" and pv.epoch is not None and pv.run is None}
+    marks = _line(ax_test, "paper (Table 1): the paper's test accuracy")
+    assert list(marks.get_xdata()) == sorted(paper) and list(marks.get_ydata()) == [paper[e] for e in sorted(paper)]
+    assert 14 in paper  # the point the 15-epoch cpu profile reaches
+    pub = _line(ax_test, "fracbench, published split, as published")
+    grp = _line(ax_test, "fracbench, grouped split, as published")
+    assert np.allclose(pub.get_ydata(), [0.6 + 0.01 * e for e in range(8)])
+    assert np.allclose(grp.get_ydata(), [0.6 + 0.01 * e + 0.02 for e in range(8)])
+    assert _line(ax_train, "paper (Table 1): the paper's train accuracy")
+    assert "the paper's own Table 1" in caption("curves_splits.png")

@@ -12,6 +12,7 @@ import io
 import math
 import re
 import zlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +25,19 @@ from fracbench.cli import main
 from fracbench.metrics import metrics_with_ci
 from fracbench.report import write_report, write_reports
 from fracbench.tables import load_claims, load_runs, write_cross_tables
-from fracbench.tables.claims import MIN_TEST_GROUPS, SPLIT_VERDICTS, Evidence, judge_splits, reaches
+from fracbench.tables.claims import MIN_TEST_GROUPS, SPLIT_VERDICTS, Evidence, judge, judge_splits, reaches
 from fracbench.tables.effects import independent_effect
 from fracbench.tables.splits import SPLIT_ROWS
 
 HEADLINE = "experiment_test_accuracy"  # "the test Accuracy was 0.998" (claims.yaml, headline: true)
 
 
+CPU_BUDGET = "8/50 epochs, 96 px (paper 150), 1/5 seeds"  # the multiregion_* cpu profile (baselines/*.yaml)
+
+
 def split_run(results: Path, experiment: str, split: str, protocol: str, accuracy: float, *, n: int = 300,
-              exact: int = 0, near: int = 0, sim: float = 0.5, seed: int = 0, threshold: float = 0.5) -> Path:
+              exact: int = 0, near: int = 0, sim: float = 0.5, seed: int = 0, threshold: float = 0.5,
+              config: dict[str, Any] | None = None, profile: str = "cpu") -> Path:
     """A claim-anatomy record whose predictions have the given accuracy (labels half and half)."""
     rng = np.random.default_rng(zlib.crc32(f"{experiment}/{seed}".encode()))
     y = np.array([i % 2 for i in range(n)])
@@ -50,9 +55,17 @@ def split_run(results: Path, experiment: str, split: str, protocol: str, accurac
                             "nn_similarity": {"median": sim, "p90": min(1.0, sim + 0.1), "share_above_threshold": 0.1}}
     rec: dict[str, Any] = {"experiment": experiment, "model": "paper_cnn", "protocol": protocol,
                            "dataset": "multiregion", "manifest_sha256": split[0] * 64, "seed": seed,
-                           "status": "complete", "profile": "cpu", "threshold": threshold,
+                           "status": "complete", "profile": profile, "threshold": threshold,
                            "metrics": {"test": metrics}, "counts": {"train": 900, "val": 100, "test": n},
                            "leak": leak}
+    # as the committed records of the earlier cpu profile say it (8 of 50 epochs at 96 px, 1 seed)
+    rec["epochs_run"] = 8
+    rec["profile_changes"] = {"epochs": 8, "image_size": 96, "seeds": [0]}
+    if config is not None:
+        rec["config"] = config
+        rec["epochs_run"] = config["epochs"]
+        rec["profile_changes"] = {} if profile == "full" else {"epochs": config["epochs"],
+                                                                "image_size": config["image_size"]}
     if split == "external":
         rec["external"] = {"dataset": "fracatlas", "manifest_sha256": "e" * 64, "excluded_overlap": 7}
     R.write_record(d, rec)
@@ -137,6 +150,46 @@ def test_judge_splits_on_the_test_images_that_have_a_copy_in_train() -> None:
     v = judge_splits(paper, whole, [("grouped split, honest", _ev(0.999, 0.997, 1.0))],
                      copies=_ev(1.0, 0.99, 1.0, n=400))
     assert v.verdict == "reached without copies"
+
+
+def test_a_verdict_at_a_reduced_budget_says_what_ran() -> None:
+    paper = 0.998
+    budget = "8/50 epochs, 96 px (paper 150), 1/5 seeds"
+    short = replace(_ev(0.95, 0.93, 0.97), budget=budget)
+    v = judge_splits(paper, short, [("grouped split, honest", replace(_ev(0.80, 0.76, 0.84), budget=budget))])
+    assert v.verdict == "not reached on any split"  # the category, counted as before
+    assert v.shown == f"not reached on any split at a reduced budget ({budget})"
+    # the paper's configuration: the verdict alone
+    v = judge_splits(paper, _ev(0.95, 0.93, 0.97), [("grouped split, honest", _ev(0.80, 0.76, 0.84))])
+    assert v.shown == "not reached on any split"
+    # the per-dataset rule carries it too; a verdict that judges nothing does not
+    assert judge("accuracy", 0.998, replace(_ev(0.80, 0.76, 0.84), budget=budget)).shown == \
+        f"not reproduced at a reduced budget ({budget})"
+    assert judge("accuracy", 0.998, Evidence(problem="not run", budget=budget)).shown == "not comparable"
+
+
+def _mixed_budget_tree(tmp_path: Path, config: dict[str, Any] | None, seeds: int) -> Path:
+    fa = fracatlas(tmp_path / "results" / "fracatlas")
+    mr = tmp_path / "results" / "multiregion"
+    accs = {"published": 0.95, "grouped": 0.80, "external": 0.6}
+    for seed in range(seeds):
+        for split, protocol, name in SPLIT_ROWS:
+            split_run(mr, name, split, protocol, accs[split], exact=30 if split == "published" else 0,
+                      seed=seed, config=config, profile="full" if config and config["epochs"] == 50 else "cpu")
+    write_cross_tables([fa, mr], tmp_path / "out")
+    return tmp_path / "out"
+
+
+def test_claims_table_states_the_budget_of_reduced_records(tmp_path: Path) -> None:
+    """cpu-profile records never read "not reached" bare: the cell says the epochs, size and seeds that ran."""
+    out = _mixed_budget_tree(tmp_path / "cpu", {"epochs": 8, "image_size": 96, "max_train_images": 0}, 1)
+    verdict = _claim_row(out)["verdict across multiregion splits"]
+    assert verdict == "not reached on any split at a reduced budget (8/50 epochs, 96 px (paper 150), 1/5 seeds)"
+    md = (out / "claims.md").read_text(encoding="utf-8")
+    assert "| not reached on any split |" not in md
+    # the paper's configuration (50 epochs at 150 px, 5 seeds): the verdict alone
+    out = _mixed_budget_tree(tmp_path / "full", {"epochs": 50, "image_size": 150, "max_train_images": 0}, 5)
+    assert _claim_row(out)["verdict across multiregion splits"] == "not reached on any split"
 
 
 def test_reaches_is_inside_or_below_the_interval() -> None:
@@ -252,7 +305,8 @@ def test_claims_table_verdict_across_splits(tmp_path: Path, published: float, gr
     mr = multiregion(tmp_path / "results" / "multiregion", published, grouped_pub, grouped_honest)
     write_cross_tables([fa, mr], tmp_path / "out")
     row = _claim_row(tmp_path / "out")
-    assert row["verdict across multiregion splits"] == verdict
+    # cpu-profile records (baselines: 8 of 50 epochs at 96 px, 1 of 5 seeds): the verdict says what ran
+    assert row["verdict across multiregion splits"] == f"{verdict} at a reduced budget ({CPU_BUDGET})"
     rec = {r.experiment: r for r in load_runs(mr)}["multiregion_published_as_published"]
     lo, hi = rec.test["accuracy_ci95"]
     acc = _accuracy_from_predictions(rec.dir)
@@ -283,7 +337,8 @@ def test_cli_tables_several_folders(tree: tuple[Path, Path]) -> None:
     for folder in (fa, mr):
         assert (folder / "tables" / "claims.md").exists() and (folder / "tables" / "leak_splits.md").exists()
     cross = fa.parent / "tables"
-    assert _claim_row(cross)["verdict across multiregion splits"] == "reached only with train/test copies"
+    assert _claim_row(cross)["verdict across multiregion splits"] == \
+        f"reached only with train/test copies at a reduced budget ({CPU_BUDGET})"
     assert "multiregion" in (mr / "tables" / "leak_splits.md").read_text()
     assert main(["tables", "--quiet", "--results", str(fa.parent / "nowhere")]) == 2
 
@@ -375,3 +430,19 @@ def test_one_seed_effect_on_shared_test_images_is_a_joint_bootstrap(tmp_path: Pa
                            rb.test["accuracy_ci95"], 300).evidence  # independent CIs overlap
     cell = leak_effect([ra], [rb], "accuracy")
     assert cell.startswith("+2.00 points [95% CI"), cell
+
+
+def test_every_cross_table_carries_the_provenance_footnote(tree: tuple[Path, Path], tmp_path: Path) -> None:
+    """results/tables/* say, as the per-dataset tables do, under which profile, epochs and seeds their records ran."""
+    fa, mr = tree
+    paths = write_cross_tables([fa, mr], tmp_path / "out")
+    mds = [p for p in paths if p.suffix == ".md"]
+    assert {p.stem for p in mds} == {"claims", "leak_splits"}
+    for md in mds:
+        text = md.read_text(encoding="utf-8")
+        for _, _, name in SPLIT_ROWS:
+            assert re.search(rf"- {name}: profile cpu, epochs 0\.\.7, seeds 0 \(1 of 5 in the full run\), dataset "
+                             r"multiregion; changed from the paper's configuration: epochs=8, image_size=96\.", text), \
+                (md.name, name)
+    claims = (tmp_path / "out" / "claims.md").read_text(encoding="utf-8")
+    assert "- paper_cnn_as_published: profile smoke, epochs 0..2, seeds 0" in claims

@@ -308,3 +308,62 @@ def test_resume_as_published_matches_uninterrupted(small_cache, tmp_path, monkey
     assert _stable(R.read_epochs(tmp_path / "cut")) == _stable(R.read_epochs(tmp_path / "full"))
     # the flipped test scores of the chosen epoch, byte for byte
     assert (tmp_path / "cut" / R.PREDICTIONS).read_bytes() == (tmp_path / "full" / R.PREDICTIONS).read_bytes()
+
+
+def test_best_checkpoint_written_only_when_it_changes(small_cache, tmp_path, monkeypatch):
+    """best.safetensors is written once per epoch that improved the selection, and not again at the end (the
+    final step re-saves the same weights with their threshold: only the sidecar changes)."""
+    import fracbench.checkpoint as C
+
+    writes: list[str] = []
+    real = C.atomic_write_bytes
+
+    def counting(path, data):
+        writes.append(Path(path).name)
+        return real(path, data)
+
+    monkeypatch.setattr(C, "atomic_write_bytes", counting)
+    rec = T.fit(_cfg(epochs=4), small_cache, tmp_path / "run", progress=False)
+    auroc = [e["val_auroc"] for e in R.read_epochs(tmp_path / "run")]
+    improved = sum(1 for i, v in enumerate(auroc) if v > max(auroc[:i], default=float("-inf")))
+    assert writes.count("best.safetensors") == improved
+    assert rec["selected_epoch"] == max(range(len(auroc)), key=lambda i: (auroc[i], -i))
+    ck = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.safetensors")
+    assert ck.threshold == pytest.approx(rec["threshold"])  # the sidecar has the final threshold
+
+
+def test_batched_passes_equal_separate_passes(small_cache):
+    """One pass over the test set with the plain and two flipped views stacked in one forward scores exactly
+    what three separate evaluations do, and leaves each flip generator where its own pass would."""
+    import torch
+
+    from fracbench.loader import BatchLoader
+    from fracbench.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("tiny_cnn", num_classes=2, in_channels=3, image_size=48)
+    rows = small_cache.indices("test")
+    dev = torch.device("cpu")
+
+    def gens():
+        return [torch.Generator().manual_seed(11), torch.Generator().manual_seed(12)]
+
+    sep_g, one_g = gens(), gens()
+    loader = BatchLoader(small_cache, rows, 8, 3)
+    separate = [T.evaluate(model, loader, dev)] + [T.evaluate(model, loader, dev, flip_generator=g) for g in sep_g]
+    kept = BatchLoader(small_cache, rows, 8, 3, keep=True)
+    together = T.evaluate_passes(model, kept, dev, [None, *one_g], forward_batch=10_000)
+    for a, b in zip(separate, together, strict=True):
+        assert (a["scores"] == b["scores"]).all() and a["correct"] == b["correct"] and a["loss"] == b["loss"]
+        assert (a["rows"] == b["rows"]).all()
+    for a, b in zip(sep_g, one_g, strict=True):
+        assert torch.equal(a.get_state(), b.get_state())
+    # the CPU's way: each view forwarded on its own, in chunks (3 images) smaller than the batch
+    for cap in (8, 3):
+        chunked = T.evaluate_passes(model, kept, dev, [None, *gens()], forward_batch=cap)
+        for a, b in zip(separate, chunked, strict=True):
+            assert (a["scores"] == b["scores"]).all() and a["correct"] == b["correct"]
+    # the kept loader reads the cache once: a second pass reuses its batches
+    kept._read = None  # type: ignore[method-assign]
+    again = T.evaluate(model, kept, dev)
+    assert (again["scores"] == separate[0]["scores"]).all()

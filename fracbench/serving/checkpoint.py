@@ -70,9 +70,27 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, model_name: str, mode
         "record": record,
         **(extra or {}),
     }
-    atomic_write_bytes(path, save(tensors, metadata={"fracbench": json.dumps({"model": model_name})}))
-    atomic_write_json(path.with_suffix(".json"), meta)
+    _write_if_changed(path, save(tensors, metadata={"fracbench": json.dumps({"model": model_name})}))
+    sidecar = path.with_suffix(".json")
+    try:
+        unchanged = json.loads(sidecar.read_text(encoding="utf-8")) == json.loads(json.dumps(meta))
+    except (OSError, ValueError):
+        unchanged = False
+    if not unchanged:
+        atomic_write_json(sidecar, meta)
     return path
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` atomically unless the file already holds exactly those bytes (the final
+    record step re-saves the chosen weights with their threshold: the weights file is then left alone)."""
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    atomic_write_bytes(path, data)
+    return True
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False) -> Checkpoint:

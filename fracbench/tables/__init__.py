@@ -49,13 +49,20 @@ from fracbench.tables.inputs import (
     load_experiments,
     load_runs,
     machinery_banner,
+    provenance_notes,
 )
 from fracbench.tables.leaderboard import leaderboard
 from fracbench.tables.leak import leak_table
 from fracbench.tables.paper_tables import table1, table2, table3
 from fracbench.tables.protocol import protocol_table
 from fracbench.tables.render import Table
-from fracbench.tables.splits import ANATOMY_DATASET, is_split_run, leak_splits_table, split_claims_table
+from fracbench.tables.splits import (
+    ANATOMY_DATASET,
+    SPLIT_ROWS,
+    is_split_run,
+    leak_splits_table,
+    split_claims_table,
+)
 from fracbench.tables.subgroups import load_groups, subgroups_table
 
 __all__ = [
@@ -172,8 +179,14 @@ def build_cross_tables(runs: Mapping[Path, Sequence[Run]], experiments: Any, cla
     main = [r for r in runs.get(primary, []) if not is_split_run(r)] if primary is not None else []
     split = [r for rs in runs.values() for r in rs if is_split_run(r)]
     label = Path(primary).name if primary is not None else ""
+    split_names = [n for _, _, n in SPLIT_ROWS]
+    claimed = sorted({c.experiment for c in claims if c.experiment})
     tables = [split_claims_table(main, split, experiments, claims, dataset=label),
               leak_splits_table({Path(f).name: rs for f, rs in runs.items()}, expect=[ANATOMY_DATASET])]
+    # the per-dataset tables' provenance footnote (profile, epochs, seeds, changes from the paper's configuration)
+    # for every experiment whose records feed the table
+    tables[0].footnotes += provenance_notes([*main, *split], experiments, [*claimed, *split_names])
+    tables[1].footnotes += provenance_notes(split, experiments, split_names)
     banner = machinery_banner([r for rs in runs.values() for r in rs])
     for table in tables:
         table.banner = banner

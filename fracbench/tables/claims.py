@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = [
     "LOSS_RELATIVE_TOLERANCE",
@@ -39,17 +39,20 @@ __all__ = [
     "MIN_TEST_IMAGES",
     "ARTEFACT_VERDICTS",
     "ONE_SIDED_MARGIN",
+    "REDUCED_BUDGET",
     "TRAIN_FIT_METRICS",
     "SPLIT_VERDICTS",
     "Evidence",
     "Verdict",
     "VERDICTS",
     "judge",
+    "join_budgets",
     "judge_splits",
     "reaches",
     "scale_to_jpg_count",
     "too_few",
     "wilson_ci",
+    "with_budget",
 ]
 
 # Fewer independent test groups than this and a test-set number is no evidence either way (a 95% interval
@@ -107,6 +110,13 @@ class Evidence:
     # artefacts of the evaluation the number depends on: "test_selection" (checkpoint chosen on test),
     # "leaked_split" (test images with copies in train); see ARTEFACT_VERDICTS
     artefacts: tuple[str, ...] = ()
+    # what ran when it is not the paper's configuration, e.g. "8/50 epochs, 96 px, 1/5 seeds" ("" = the paper's)
+    budget: str = ""
+
+
+# verdicts that are not a judgement (nothing was compared): no budget clause
+_NO_JUDGEMENT = ("not comparable", "no evidence", "not run")
+REDUCED_BUDGET = "at a reduced budget"
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,29 @@ class Verdict:
     category: str  # "test" or "train fit"
     verdict: str  # one of VERDICTS[category]
     reason: str
+    budget: str = ""  # what ran when it is not the paper's configuration (Evidence.budget)
+
+    @property
+    def shown(self) -> str:
+        """The verdict as a table states it: with "at a reduced budget (...)" when the records are not the
+        paper's configuration, so that "not reproduced" is never said of a shortened run bare."""
+        return with_budget(self.verdict, self.budget)
+
+
+def with_budget(verdict: str, budget: str) -> str:
+    """``verdict`` followed by the budget clause when ``budget`` says the run was not the paper's configuration."""
+    if not budget or verdict in _NO_JUDGEMENT:
+        return verdict
+    return f"{verdict} {REDUCED_BUDGET} ({budget})"
+
+
+def join_budgets(*budgets: str) -> str:
+    """Several evidences' budgets as one clause (each distinct one once, in order)."""
+    seen: list[str] = []
+    for b in budgets:
+        if b and b not in seen:
+            seen.append(b)
+    return "; ".join(seen)
 
 
 def wilson_ci(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -172,7 +205,7 @@ def judge(metric: str, paper: float, ev: Evidence) -> Verdict:
     A test claim that would read "reproduced" but needs an artefact of the evaluation (the ``.jpg``
     denominator, test-set selection, a leaked split) reads "reached only through ..." instead.
     """
-    v = _judge(metric, paper, ev)
+    v = replace(_judge(metric, paper, ev), budget=ev.budget)
     if v.category != "test" or v.verdict != "reproduced":
         return v
     needs = []
@@ -189,7 +222,7 @@ def judge(metric: str, paper: float, ev: Evidence) -> Verdict:
     verdict = "reached only through " + (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1])
     shown = f"[{lo_hi[0]:.4f}, {lo_hi[1]:.4f}]" if lo_hi is not None else ""
     why = "; ".join(_ARTEFACT_REASONS[a].format(all_images=shown) for a in needs)
-    return Verdict(v.category, verdict, f"{why}; not a reproduction ({v.reason})")
+    return Verdict(v.category, verdict, f"{why}; not a reproduction ({v.reason})", ev.budget)
 
 
 def _judge(metric: str, paper: float, ev: Evidence) -> Verdict:
@@ -272,6 +305,15 @@ def _shown(label: str, paper: float, ev: Evidence) -> str:
 
 def judge_splits(paper: float, published: Evidence, grouped: Sequence[tuple[str, Evidence]],
                  copies: Evidence | None = None) -> Verdict:
+    """Does a headline accuracy claim need train/test copies? See :func:`_judge_splits`; the verdict carries
+    the budget of the splits that ran (:attr:`Evidence.budget`), shown as "... at a reduced budget (...)"."""
+    budget = join_budgets(published.budget, *(ev.budget for _, ev in grouped if ev.value is not None),
+                          copies.budget if copies is not None else "")
+    return replace(_judge_splits(paper, published, grouped, copies), budget=budget)
+
+
+def _judge_splits(paper: float, published: Evidence, grouped: Sequence[tuple[str, Evidence]],
+                  copies: Evidence | None = None) -> Verdict:
     """Does a headline accuracy claim need train/test copies? Pure rule over the splits' evidence.
 
     ``published``: the release's own split, scored as the paper scores (copies of test images sit in

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fracbench.experiments import Experiment
@@ -16,6 +16,7 @@ from fracbench.tables.claims import (
     judge,
     scale_to_jpg_count,
     wilson_ci,
+    with_budget,
 )
 from fracbench.tables.effects import seed_effect
 from fracbench.tables.inputs import (
@@ -31,11 +32,12 @@ from fracbench.tables.inputs import (
     _failed_notes,
     _jpg_warnings,
     _used_runs,
+    budget,
     check_manifests,
     min_test_groups,
     paper_claim,
 )
-from fracbench.tables.leak import _by_seed_diff, _leak_runs
+from fracbench.tables.leak import _leak_runs, leak_effect
 from fracbench.tables.render import DASH, Table, _finite, _mean_sd, _num, _paper, _points, _split_value
 
 # --------------------------------------------------------------------------------------------
@@ -215,6 +217,7 @@ def claims_table(runs: Sequence[Run], experiments: Any, claims: Sequence[Claim |
         else:
             rep = _Reproduced()
         datasets = ", ".join(sorted({str(r.record.get("dataset", "?")) for r in rs})) or "fracbench's dataset"
+        ran = ""  # what ran, when it is not the paper's configuration
         if c.kind == "dataset_fact":
             category, verdict = "other", "not comparable"
             reason = "dataset_fact: a count of the paper's dataset, not a model result"
@@ -223,10 +226,11 @@ def claims_table(runs: Sequence[Run], experiments: Any, claims: Sequence[Claim |
             reason = ("citation: quoted from another work" + (f"; fracbench's number is a stand-in on {datasets}"
                                                               if rep.value is not None else ""))
         else:
-            v = judge(c.metric, float(c.value), rep.evidence)
-            category, verdict, reason = v.category, v.verdict, v.reason
+            v = judge(c.metric, float(c.value), replace(rep.evidence, budget=budget(rs, exp)))
+            category, verdict, reason, ran = v.category, v.verdict, v.reason, v.budget
         count(category, verdict)
         shown = f"{verdict} on {datasets}" if verdict in ("not reproduced", "train fit differs") else verdict
+        shown = with_budget(shown, ran)  # "... at a reduced budget (8/50 epochs, ...)" unless the paper's config
         rows.append([c.id, c.where, c.text, paper, rep.cell, rep.balanced, rep.majority, shown, reason])
     summary = "; ".join(f"{cat}: " + ", ".join(f"{n} {v}" for v, n in sorted(vs.items()))
                         for cat, vs in sorted(counts.items(), key=lambda kv: _CATEGORY_ORDER.index(kv[0])))
@@ -302,8 +306,9 @@ def _effect_row(c: Claim, paper: str, exps: Mapping[str, Experiment], by_exp: Ma
         reason = f"an image-level split of rotated copies reaches {_mean_sd(va)} test accuracy as published"
         if b:
             cell += f"; by source: {_mean_sd([_accuracy_as_reported(r) for r in b])}"
-            reason += (f"; split by source image {_mean_sd([_accuracy_as_reported(r) for r in b])}: "
-                       f"{_points(_by_seed_diff(a, b, _accuracy_as_reported))} from the leak alone (leak table)")
+            # the leak alone: the leak table's own cell (the one effect rule), never a bare difference
+            reason += (f"; split by source image {_mean_sd([_accuracy_as_reported(r) for r in b])}; the leak alone "
+                       f"(image-level − by source, as the leak table states it): {leak_effect(a, b, 'accuracy')}")
         return [*head, cell, _mean_sd([r.test.get("balanced_accuracy") for r in a]),
                 _split_value([r.test.get("majority_accuracy") for r in a]), "protocol effect", reason]
     if c.effect == "jpg_denominator":

@@ -268,10 +268,73 @@ def _provenance(exp: Experiment, runs: Sequence[Run]) -> str:
     seeds = ", ".join(str(r.seed) for r in runs)
     datasets = ", ".join(sorted({str(r.record.get("dataset", "?")) for r in runs}))
     ep = f"epochs 0..{epochs[0] - 1}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]} epochs"
-    changes = [f"{k}={v}" for p in profiles for k, v in sorted(exp.reduced(p).items()) if k != "seeds"]
+    # what each record says its profile changed (so a profile edited since leaves its old records described truly);
+    # records without it: the experiment's profile as it stands
+    pairs = []
+    for r in runs:
+        recorded = r.record.get("profile_changes")
+        reduced = recorded if isinstance(recorded, dict) else exp.reduced(_profile_of(r, exp))
+        pairs += sorted(reduced.items())
+    changes = list(dict.fromkeys(f"{k}={v}" for k, v in pairs if k != "seeds"))
     changed = f"; changed from the paper's configuration: {', '.join(changes)}" if changes else ""
     return (f"{exp.name}: profile {', '.join(profiles)}, {ep}, seeds {seeds} ({len(runs)} of "
             f"{len(exp.seeds)} in the full run), dataset {datasets}{changed}.")
+
+
+def provenance_notes(runs: Sequence[Run], experiments: Any, names: Iterable[str]) -> list[str]:
+    """The provenance footnote (:func:`_provenance`) of each experiment in ``names`` over its runs in ``runs``,
+    as the per-dataset tables write it; an experiment absent from the registry is skipped."""
+    exps = _experiments(experiments)
+    by_exp = _by_experiment(runs)
+    seen: list[str] = []
+    for n in names:
+        if n in exps and n not in seen:
+            seen.append(n)
+    return [_provenance(exps[n], by_exp.get(n, [])) for n in seen]
+
+
+def _run_setting(run: Run, exp: Experiment | None, key: str) -> Any:
+    """A training setting of a record: its own config, else the experiment's under the record's profile."""
+    cfg = run.record.get("config")
+    if isinstance(cfg, dict) and key in cfg:
+        return cfg[key]
+    changes = run.record.get("profile_changes")
+    if isinstance(changes, dict) and key in changes:
+        return changes[key]
+    if exp is None:
+        return None
+    profile = str(run.record.get("profile") or "full")
+    return exp.reduced(profile).get(key, exp.config.get(key))
+
+
+def budget(runs: Sequence[Run], exp: Experiment | None) -> str:
+    """What the runs trained when it is not the paper's configuration ("" when it is, or nothing ran).
+
+    The paper's configuration is the experiment's own YAML config and seeds (its ``full`` profile); a
+    profile may shorten epochs, shrink the images, subsample the training set or run fewer seeds. E.g.
+    "8/50 epochs, 96 px, 1/5 seeds". A verdict over such records says so (claims.Verdict.shown).
+    """
+    if not runs or exp is None:
+        return ""
+    parts = []
+    want_epochs = exp.config.get("epochs")
+    epochs = sorted({int(v) for r in runs if isinstance(v := r.record.get("epochs_run", _run_setting(r, exp, "epochs")),
+                                                        (int, float))})
+    if isinstance(want_epochs, int) and epochs and epochs[0] < want_epochs:
+        shown = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
+        parts.append(f"{shown}/{want_epochs} epochs")
+    want_px = exp.config.get("image_size")
+    pxs = sorted({int(v) for r in runs if isinstance(v := _run_setting(r, exp, "image_size"), (int, float))})
+    if isinstance(want_px, int) and pxs and pxs != [want_px]:
+        parts.append(f"{'/'.join(map(str, pxs))} px (paper {want_px})")
+    caps = sorted({int(v) for r in runs if isinstance(v := _run_setting(r, exp, "max_train_images"), (int, float))
+                   and v > 0})
+    if caps:
+        parts.append(f"{caps[-1]} training images at most")
+    seeds = len({r.seed for r in runs})
+    if seeds < len(exp.seeds):
+        parts.append(f"{seeds}/{len(exp.seeds)} seed" + ("s" if len(exp.seeds) > 1 else ""))
+    return ", ".join(parts)
 
 
 def _jpg_warnings(runs: Sequence[Run]) -> list[str]:

@@ -26,10 +26,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from fracbench.experiments import Experiment
 from fracbench.tables.claims import Evidence, judge_splits
 from fracbench.tables.claims_table import claims_table
 from fracbench.tables.effects import Effect, independent_effect
-from fracbench.tables.inputs import Claim, Run, _complete, min_test_groups
+from fracbench.tables.inputs import Claim, Run, _complete, _experiments, budget, min_test_groups
 from fracbench.tables.paired import accuracy_balance_note, one_seed_effect
 from fracbench.tables.render import DASH, Table, _ci_cell, _finite, _num, _split_value
 
@@ -95,8 +96,9 @@ def _n_test(runs: Sequence[Run]) -> int | None:
     return min_test_groups(runs) if runs else None
 
 
-def split_evidence(runs: Sequence[Run], name: str) -> Evidence:
-    """Test accuracy of one split's runs as claim evidence (mean, CI envelope, images, balanced, majority)."""
+def split_evidence(runs: Sequence[Run], name: str, exp: Experiment | None = None) -> Evidence:
+    """Test accuracy of one split's runs as claim evidence (mean, CI envelope, images, balanced, majority);
+    with ``exp`` (the runs' experiment) its budget when the runs are not the paper's configuration."""
     if not runs:
         return Evidence(problem=f"{name} not run")
     value, interval = _interval(runs, "accuracy")
@@ -105,7 +107,7 @@ def split_evidence(runs: Sequence[Run], name: str) -> Evidence:
     bal = _finite(r.test.get("balanced_accuracy") for r in runs)
     maj = _finite(r.test.get("majority_accuracy") for r in runs)
     return Evidence(value, interval, "95% bootstrap CI", _n_images(runs), statistics.fmean(bal) if bal else None,
-                    statistics.fmean(maj) if maj else None, n_groups=_n_test(runs))
+                    statistics.fmean(maj) if maj else None, n_groups=_n_test(runs), budget=budget(runs, exp))
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,7 +173,7 @@ def copy_subsets(r: Run) -> dict[str, dict[str, Any]] | None:
     return out
 
 
-def copies_evidence(runs: Sequence[Run]) -> Evidence | None:
+def copies_evidence(runs: Sequence[Run], exp: Experiment | None = None) -> Evidence | None:
     """The published split's accuracy on its test images with a copy in train, as claim evidence (one seed:
     its Wilson CI; several: the mean and the envelope); None when it cannot be recomputed."""
     subs = [copy_subsets(r) for r in runs]
@@ -185,7 +187,8 @@ def copies_evidence(runs: Sequence[Run]) -> Evidence | None:
                     (min(c["accuracy_ci95"][0] for c in cells), max(c["accuracy_ci95"][1] for c in cells)),
                     "95% Wilson CI", min(c["n"] for c in cells),
                     statistics.fmean(bal) if all(b is not None for b in bal) else None,
-                    statistics.fmean(c["majority_accuracy"] for c in cells), n_groups=min(c["groups"] for c in cells))
+                    statistics.fmean(c["majority_accuracy"] for c in cells), n_groups=min(c["groups"] for c in cells),
+                    budget=budget(runs, exp))
 
 
 def _subset_rows(label: str, protocol: str, rs: Sequence[Run], n_columns: int) -> list[list[str]]:
@@ -315,8 +318,10 @@ def split_claims_table(runs: Sequence[Run], split_runs: Sequence[Run], experimen
     done, failed = _complete(split_runs)
     by_split = {(s, p): _split_runs(done, s, p) for _, s, p in _CLAIM_SPLITS}
     names = {(s, p): n for s, p, n in SPLIT_ROWS}
-    evidence = [(label, split_evidence(by_split[(s, p)], names[(s, p)])) for label, s, p in _CLAIM_SPLITS]
-    copies = copies_evidence(by_split[("published", "as_published")])
+    exps = _experiments(experiments)
+    evidence = [(label, split_evidence(by_split[(s, p)], names[(s, p)], exps.get(names[(s, p)])))
+                for label, s, p in _CLAIM_SPLITS]
+    copies = copies_evidence(by_split[("published", "as_published")], exps.get(names[("published", "as_published")]))
     where = f" on {dataset}" if dataset else ""
     columns = [f"{c}{where}" if c.startswith("fracbench") else c for c in base.columns]
     columns[columns.index("verdict")] = f"verdict{where}"
@@ -333,7 +338,7 @@ def split_claims_table(runs: Sequence[Run], split_runs: Sequence[Run], experimen
             continue
         v = judge_splits(float(c.value), evidence[0][1], evidence[1:], copies)
         counts[v.verdict] = counts.get(v.verdict, 0) + 1
-        rows.append([*row, *(_evidence_cell(ev) for _, ev in evidence), v.verdict, v.reason])
+        rows.append([*row, *(_evidence_cell(ev) for _, ev in evidence), v.shown, v.reason])
     summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
     notes = [*base.footnotes,
              f"{ANATOMY_DATASET} columns ({len(headline)} headline accuracy claims: {summary or 'none'}): test "
@@ -347,7 +352,10 @@ def split_claims_table(runs: Sequence[Run], split_runs: Sequence[Run], experimen
              "train: no whole split does, but the published split's test images that have a copy in train do "
              "(Wilson CI; leak_splits table); not reached on any split: none that ran does; "
              "no evidence: a split needed for the answer has too few images or no interval; not run: the "
-             "published split was not run."]
+             "published split was not run.",
+             "at a reduced budget (...): the records behind the verdict are not the paper's configuration (its "
+             "epochs, image size and seeds, baselines/*.yaml); the clause says what ran, and a longer run may "
+             "reach what this one did not."]
     notes += [f"{r.experiment} seed {r.seed} {r.record.get('status')}: {str(r.record.get('error', ''))[:120]} "
               "(not shown; rerun it)." for r in failed if is_split_run(r) or r.experiment in names.values()]
     title = f"Claims: every number in the paper, checked against fracbench{where} and the {ANATOMY_DATASET} splits"
