@@ -313,7 +313,7 @@ def test_resume_as_published_matches_uninterrupted(small_cache, tmp_path, monkey
 def test_best_checkpoint_written_only_when_it_changes(small_cache, tmp_path, monkeypatch):
     """best.safetensors is written once per epoch that improved the selection, and not again at the end (the
     final step re-saves the same weights with their threshold: only the sidecar changes)."""
-    import fracbench.checkpoint as C
+    import fracbench.serving.checkpoint as C
 
     writes: list[str] = []
     real = C.atomic_write_bytes
