@@ -171,7 +171,8 @@ _BROKEN_WORDS_JS = """
     styles.add(`${cs.wordBreak}|${cs.overflowWrap}|${cs.hyphens}`);
     const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
     for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-      const re = /\\S+/g;
+      // a word may end a line at its own hyphen or slash ("majority-|class"): pieces between them must not break
+      const re = /[^\\s\\-\\u2010-\\u2014\\/]+/g;
       let m;
       while ((m = re.exec(node.data)) !== null) {
         const r = document.createRange();
