@@ -15,18 +15,27 @@ import numpy as np
 
 from fracbench.copies import descriptors as D
 
-K_CANDIDATES = 8  # candidates per image per round, outside its group
+K_CANDIDATES = 24  # candidates per image per round, outside its group (crop-and-shift copies of a source rank
+#                   up to ~20th among 1,550 radiographs of one set by the polar descriptors: BENCHMARKS.md)
 MAX_ROUNDS = 12  # safety net; rounds normally stop when one joins nothing
 
 
-def shortlist_outside(inv: np.ndarray, base: np.ndarray, label: np.ndarray, queries: np.ndarray,
-                      k: int = K_CANDIDATES, block: int = 256) -> list[tuple[float, int, int]]:
+Families = tuple[np.ndarray, ...]  # descriptor families (fracbench.copies.descriptors.describe), each (N, V, D)
+
+
+def _families(inv: np.ndarray | Families) -> Families:
+    return tuple(inv) if isinstance(inv, (tuple, list)) else (inv,)
+
+
+def shortlist_outside(inv: np.ndarray | Families, base: np.ndarray | Families, label: np.ndarray,
+                      queries: np.ndarray, k: int = K_CANDIDATES, block: int = 256) -> list[tuple[float, int, int]]:
     """(similarity, query, candidate) for each query row: its ``k`` most similar rows with another label."""
     out: list[tuple[float, int, int]] = []
+    fams = _families(inv)
     for s in range(0, len(queries), block):
         q = queries[s:s + block]
         excl = label[q][:, None] == label[None, :]
-        idx, sim = D.shortlist(inv[q], base, k, exclude=excl)
+        idx, sim = D.shortlist(tuple(f[q] for f in fams), base, k, exclude=excl)
         for r, qi in enumerate(q):
             for c in range(idx.shape[1]):
                 if np.isfinite(sim[r, c]):
@@ -34,20 +43,21 @@ def shortlist_outside(inv: np.ndarray, base: np.ndarray, label: np.ndarray, quer
     return out
 
 
-def rounds(inv: np.ndarray, find: Callable[[int], int], check: Callable[[int, int], bool],
+def rounds(inv: np.ndarray | Families, find: Callable[[int], int], check: Callable[[int, int], bool],
            rows: Sequence[int] | None = None, k: int = K_CANDIDATES,
            on_round: Callable[[int, int, int], None] | None = None) -> int:
     """Check candidate pairs to a fixpoint; returns the number of pairs checked.
 
-    ``inv`` (N, V, D): each image's invariant vectors (variant 0: the base). ``find(i)`` is the
+    ``inv`` (N, V, D): each image's invariant vectors (variant 0: the base), or a tuple of such families. ``find(i)`` is the
     current group of image ``i`` (a union-find the caller owns); ``check(i, j)`` checks a pair and,
     when it is a copy, joins the two groups. ``rows`` limits the images taking part.
     """
-    rows = np.arange(len(inv)) if rows is None else np.asarray(list(rows), np.int64)
+    fams = _families(inv)
+    rows = np.arange(len(fams[0])) if rows is None else np.asarray(list(rows), np.int64)
     if len(rows) < 2:
         return 0
-    sub_inv = inv[rows]
-    base = np.ascontiguousarray(sub_inv[:, 0])
+    sub_inv = tuple(f[rows] for f in fams)
+    base = tuple(np.ascontiguousarray(f[:, 0]) for f in sub_inv)
     seen: set[tuple[int, int]] = set()
     queries = np.arange(len(rows))
     checked = 0

@@ -191,8 +191,11 @@ class Matcher:
         from fracbench.copies import descriptors as D
 
         cv2 = _cv2()
-        qa = D.encode_polar(np.asarray(self.mids[i])[None], shifts=False)[0]
-        pb = D.encode_polar(np.asarray(self.others[j])[None], shifts=False)[0, 0]
+        if (0, i) not in self._polar:
+            self._polar[(0, i)] = D.encode_polar(np.asarray(self.mids[i])[None], shifts=False)[0]
+        if (1, j) not in self._polar:
+            self._polar[(1, j)] = D.encode_polar(np.asarray(self.others[j])[None], shifts=False)[0, 0]
+        qa, pb = self._polar[(0, i)], self._polar[(1, j)]
         _, zoom, mirror, deg = D.polar_score(qa[None], pb[None])
         t = 5 if mirror[0] else 0  # the polar mirror reverses the angle (y -> -y): flipud, dihedral 5
         a = self._image(0, i, t).astype(np.float32)

@@ -96,6 +96,31 @@ def encode_polar(mids: np.ndarray, shifts: bool = True) -> np.ndarray:
     return out
 
 
+def encode_centroid(mids: np.ndarray) -> np.ndarray:
+    """(N, S, RINGS, ANGLES): every square's polar samples around its intensity centroid, at each query zoom
+    (variant 0: scale 1, the base). A crop or shift moves the picture in the frame, and the frame-centred
+    samples with it (``SHIFTS`` only reach 3 px); the centroid moves with the picture."""
+    out = np.zeros((len(mids), len(SCALES), RINGS, ANGLES), np.float32)
+    for i, m in enumerate(mids):
+        small = _small(m)
+        at = centre(small)
+        for v, sc in enumerate(SCALES):
+            out[i, v] = polar(m, sc, small, at)
+    return out
+
+
+def describe(mids: np.ndarray, query: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The shortlist descriptors of squares: invariant vectors around the frame centre (with shifts) and around
+    the intensity centroid, each (N, V, RINGS * HARMONICS) with variant 0 the base. Two families because each
+    misses what the other sees: the frame centre is stable under turns and zooms about it, the centroid under
+    crops and shifts (BENCHMARKS.md, Copy finding). ``query=False``: the bases only (variant 0), for images
+    that are only ever compared against."""
+    mids = np.asarray(mids)
+    if not query:
+        return invariant(encode_polar(mids, shifts=False))[:, :1], invariant(encode_centroid(mids))[:, :1]
+    return invariant(encode_polar(mids)), invariant(encode_centroid(mids))
+
+
 def invariant(polars: np.ndarray) -> np.ndarray:
     """Turn- and mirror-invariant vectors (..., RINGS * HARMONICS) of polar samples, unit norm."""
     return _invariant(polars)
@@ -105,23 +130,31 @@ def shortlist(query_inv: np.ndarray, base_inv: np.ndarray, m: int, exclude: np.n
               block: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """For each query (its zooms' invariant vectors, (Q, S, D)), the ``m`` most similar base rows.
 
+    ``query_inv`` and ``base_inv`` may also be tuples of descriptor families (``describe``), paired in order:
+    a pair's score is then its best over the families.
+
     ``exclude`` (Q, N) bool, or a callable-free mask built by the caller, removes base rows a query
     must not be paired with (itself, members of its own group). Returns indices (Q, m') and
     similarities, most similar first; m' = min(m, N).
     """
-    q, s, d = query_inv.shape
-    n = len(base_inv)
+    fams_q = query_inv if isinstance(query_inv, (tuple, list)) else (query_inv,)
+    fams_b = base_inv if isinstance(base_inv, (tuple, list)) else (base_inv,)
+    q = fams_q[0].shape[0]
+    n = len(fams_b[0])
     m = max(0, min(m, n))
     idx = np.zeros((q, m), np.int64)
     sim = np.full((q, m), -np.inf, np.float32)
     if m == 0 or q == 0:
         return idx, sim
     for a in range(0, q, block):
-        chunk = query_inv[a:a + block]
-        scores = (chunk.reshape(-1, d) @ base_inv.T).reshape(len(chunk), s, n).max(1)
+        scores = None
+        for fq, fb in zip(fams_q, fams_b):  # the best score over descriptor families
+            chunk = fq[a:a + block]
+            sc = (chunk.reshape(-1, chunk.shape[-1]) @ fb.T).reshape(len(chunk), chunk.shape[1], n).max(1)
+            scores = sc if scores is None else np.maximum(scores, sc)
         if exclude is not None:
             scores[exclude[a:a + block]] = -np.inf
-        top = np.argpartition(-scores, m - 1, axis=1)[:, :m]
+        top = np.argpartition(-scores, m - 1, axis=1)[:, :m]  # type: ignore[operator]
         top_s = np.take_along_axis(scores, top, 1)
         order = np.argsort(-top_s, axis=1, kind="stable")
         idx[a:a + len(chunk)] = np.take_along_axis(top, order, 1)

@@ -33,7 +33,8 @@ MAX_DISTANCE = 12  # phash bits (of 64) that may differ for a near-duplicate can
 MAX_PIXEL_DIFF = 3.0  # mean absolute thumbnail difference (0-255) that confirms a candidate
 MIN_CLOSE_SHARE = 0.90  # share of thumbnail pixels within CLOSE levels that confirms a candidate
 CLOSE = 6
-RULES_VERSION = 2  # bump when any rule changes: cached groups of old rules are not reused
+NEAR_MISS_NCC = 0.85  # a pair check correlating this well that fails one way is tried the other way round
+RULES_VERSION = 4  # bump when any rule changes: cached groups of old rules are not reused
 
 
 class Encoded(Protocol):
@@ -142,13 +143,26 @@ def _hashes(enc: Encoded, uf: UnionFind) -> None:
                 uf.union(i, j)
 
 
-def confirm_pair(matcher: Any, i: int, j: int):
-    """The pair check of stage 3: keypoints (as is and mirrored), then the polar alignment."""
+def _confirm_one_way(matcher: Any, i: int, j: int):
     chk = matcher.check_any(i, j)
     if chk.confirmed:
         return chk
     pol = matcher.check_polar(i, j)
     return pol if pol.confirmed or pol.ncc > chk.ncc else chk
+
+
+def confirm_pair(matcher: Any, i: int, j: int):
+    """The pair check of stage 3: keypoints (as is and mirrored), then the polar alignment; a near miss
+    (pixels correlating at ``NEAR_MISS_NCC`` or more) is checked again the other way round.
+
+    The two orders are not equivalent: keypoints are taken on the first image under a mirror, and the
+    polar search zooms the first image only, so a mirrored turn or a zoomed crop can align one way only.
+    """
+    chk = _confirm_one_way(matcher, i, j)
+    if chk.confirmed or chk.ncc < NEAR_MISS_NCC or matcher.others is not matcher.mids:
+        return chk
+    rev = _confirm_one_way(matcher, j, i)
+    return rev if rev.confirmed or rev.ncc > chk.ncc else chk
 
 
 def find_copies(enc: Encoded, keypoints: bool = True, progress: bool = False,
@@ -189,10 +203,14 @@ def _keypoints(enc: Encoded, uf: UnionFind, ok: np.ndarray, progress: bool) -> N
             seen_keys.add(k)
             reps.append(int(i))
     reps_arr = np.asarray(reps, np.int64)
-    inv_reps = np.stack([D.invariant(D.encode_polar(enc.mids[i][None]))[0]
-                         for i in track(reps, "Describing images", total=len(reps), enabled=progress)])
-    inv = np.zeros((len(enc.ok),) + inv_reps.shape[1:], np.float32)
-    inv[reps_arr] = inv_reps
+    described = [D.describe(enc.mids[i][None]) for i in track(reps, "Describing images", total=len(reps),
+                                                               enabled=progress)]
+    inv = []
+    for f in range(len(described[0])):
+        fam = np.stack([d[f][0] for d in described])
+        full = np.zeros((len(enc.ok),) + fam.shape[1:], np.float32)
+        full[reps_arr] = fam
+        inv.append(full)
     matcher = Matcher(enc.mids)
 
     def check(i: int, j: int) -> bool:
@@ -207,7 +225,7 @@ def _keypoints(enc: Encoded, uf: UnionFind, ok: np.ndarray, progress: bool) -> N
 
             say(f"Copy candidates, round {r + 1}: {npairs} pairs, {njoined} images joined")
 
-    rounds(inv, uf.find, check, rows=reps_arr, on_round=report)
+    rounds(tuple(inv), uf.find, check, rows=reps_arr, on_round=report)
 
 
 def collect(enc: Encoded, uf: UnionFind) -> list[CopyGroup]:
@@ -231,7 +249,7 @@ def rules_fingerprint() -> str:
     from fracbench.copies import descriptors as D
     from fracbench.copies import features as F
 
-    parts = [RULES_VERSION, MAX_DISTANCE, MAX_PIXEL_DIFF, MIN_CLOSE_SHARE, CLOSE, F.FEATURES_VERSION, F.MID,
+    parts = [RULES_VERSION, NEAR_MISS_NCC, MAX_DISTANCE, MAX_PIXEL_DIFF, MIN_CLOSE_SHARE, CLOSE, F.FEATURES_VERSION, F.MID,
              D.SIDE, D.RINGS, D.ANGLES, D.R_MIN, D.R_MAX, D.SCALES, D.BLUR, D.SHIFTS, K.K_CANDIDATES,
              C.MIN_INLIERS, C.MIN_OVERLAP, C.MIN_NCC, C.MIN_DETAIL, C.EDGE_SHARE, C.DETAIL_SIGMA, C.ORB_FEATURES,
              C.ECC_ITERATIONS, C.MIN_ROUGH_NCC]

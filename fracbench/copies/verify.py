@@ -87,8 +87,10 @@ def match_sets(q: Encoded, q_rows: Sequence[int], b: Encoded, b_rows: Sequence[i
         from fracbench.copies import descriptors as D
         from fracbench.copies.confirm import Matcher
 
-        inv_q = np.stack([D.invariant(D.encode_polar(q.mids[i][None]))[0] for i in rest])
-        base = np.stack([D.invariant(D.encode_polar(b.mids[j][None], shifts=False))[0, 0] for j in b_rows])
+        dq = [D.describe(q.mids[i][None]) for i in rest]
+        db = [D.describe(b.mids[j][None], query=False) for j in b_rows]
+        inv_q = tuple(np.stack([d[f][0] for d in dq]) for f in range(len(dq[0])))
+        base = tuple(np.stack([d[f][0, 0] for d in db]) for f in range(len(db[0])))
         idx, _ = D.shortlist(inv_q, base, k)
         qm = np.asarray([q.mids[i] for i in rest])
         bm_rows = sorted({int(c) for c in idx.ravel()})
