@@ -20,12 +20,14 @@ import base64
 import html
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fracbench.io import atomic_write_text
 
-__all__ = ["DISCLAIMER", "render_report", "render_reports", "write_report", "write_reports"]
+__all__ = ["DISCLAIMER", "Finding", "claims_details_table", "findings_page", "render_report", "render_reports",
+           "write_report", "write_reports"]
 
 DISCLAIMER = "Research software, not a medical device"
 
@@ -49,6 +51,22 @@ figcaption{font-size:13px;color:#444;margin-top:.4em}
 .warn{color:#a40000;font-weight:600}.muted{color:#666}
 code{font-size:12px;background:#f4f4f6;padding:0 .2em;border-radius:3px}
 """
+# the findings-first layout shared by `fracbench check` (check.html) and `fracbench report` (report.html)
+FINDINGS_CSS = """
+body{max-width:1360px;margin:.5em auto}
+.findings h1{font-size:1.35em;margin:0 0 2px}.findings .sub{color:#555;font-size:.9em;margin:0 0 6px}
+.claims{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:6px;margin:6px 0}
+.claim{border:2px solid #888;border-radius:6px;padding:4px 8px;min-width:0;font-size:12.5px;line-height:1.3}
+.claim.leak{border-color:#c0392b;background:#fdf2f1}.claim.ok{border-color:#1e8449;background:#f1faf3}
+.claim .v{font-weight:700;font-size:1.05em}.claim .k{color:#333}
+.first{display:grid;grid-template-columns:minmax(0,640px) minmax(0,1fr);gap:16px;align-items:start}
+.first img{width:100%;max-width:640px;height:auto;display:block}
+.why p{margin:0 0 6px}
+details.fold{margin:8px 0;border-top:1px solid #ddd;padding-top:4px}details.fold>summary{cursor:pointer;font-weight:600;
+font-size:1.1em}
+table.claimtab{table-layout:fixed;width:100%}table.claimtab td,table.claimtab th{overflow-wrap:anywhere}
+.pairs{display:flex;flex-wrap:wrap;gap:10px}.pair{font-size:.75em;width:200px;overflow-wrap:anywhere}
+"""
 _FIGURE_ORDER = ("curves_", "roc_pr_", "confusion_", "subgroups_", "examples_")
 
 
@@ -63,6 +81,60 @@ def _page_head(title: str, measured_on: str) -> list[str]:
         f"<p class=disclaimer>{_e(DISCLAIMER)}: these numbers measure models on {measured_on}; nothing here "
         "is fit for diagnosing anyone.</p>",
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# The findings-first page (check.html and report.html)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One claim on the first screen: what was claimed, and each verdict with its key number."""
+
+    title: str  # e.g. "accuracy = 0.998" or "Experiment: 0.998 (experiment_test_accuracy)"
+    verdicts: tuple[tuple[str, str], ...]  # (verdict, key number or reason), the first one in bold
+    tone: str = ""  # "leak" (red), "ok" (green) or "" (grey)
+
+
+def findings_page(*, title: str, heading: str, sub: str, findings: Sequence[Finding], figure: bytes | None,
+                  figure_alt: str, sentences: Sequence[str], sections: Sequence[tuple[str, str, bool]],
+                  footer: str = "", css: str = "") -> str:
+    """One self-contained offline page: the findings first (each claim's verdict and key number, one figure,
+    three sentences on where the number comes from), then the detail in folded sections.
+
+    ``sub`` and each section's body are HTML (the caller escapes what it puts in them); ``sections`` is
+    (summary, body, open) in order, provenance last."""
+    cards = []
+    for f in findings:
+        lines = "".join(f'<div class="{"v" if i == 0 else "k"}">{_e(v)}</div>'
+                        + (f'<div class="k">{_e(k)}</div>' if k else "") for i, (v, k) in enumerate(f.verdicts))
+        cards.append(f'<div class="claim {_e(f.tone)}"><div>{_e(f.title)}</div>{lines}</div>')
+    fig = (f'<img id="figure" alt="{_e(figure_alt)}" src="data:image/png;base64,'
+           f'{base64.b64encode(figure).decode("ascii")}">' if figure else
+           '<p id="figure" class=muted>No figure: no record or check holds the numbers it draws.</p>')
+    why = "".join(f"<p>{_e(s)}</p>" for s in sentences)
+    folded = "".join(f'<details class="fold"{" open" if is_open else ""}><summary>{_e(summary)}</summary>{body}'
+                     f"</details>" for summary, body, is_open in sections)
+    return ("<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+            "<meta name=viewport content=\"width=device-width, initial-scale=1\">"
+            f"<title>{_e(title)}</title><style>{_CSS}{FINDINGS_CSS}{css}</style></head><body>\n"
+            f'<section class="findings"><h1>{_e(heading)}</h1><p class="sub">{sub}</p>'
+            f'<div class="claims" id="verdicts">{"".join(cards)}</div>'
+            f'<div class="first">{fig}<div class="why"><b>Where the number comes from</b>{why}</div></div></section>\n'
+            f"{folded}\n<p class=muted>{footer or _e(DISCLAIMER) + '.'}</p>\n</body></html>\n")
+
+
+def claims_details_table(rows: Sequence[Sequence[str]], fracbench: str = "fracbench") -> str:
+    """The compact claims table: claim, paper, fracbench, verdict, with the reason behind a click on the verdict.
+    ``rows``: (claim, paper, fracbench, verdict, reason) as text."""
+    body = "".join(
+        f"<tr><td>{_e(c)}</td><td class=n>{_e(p)}</td><td>{_e(f)}</td><td><details><summary>{_e(v)}</summary>"
+        f"{_e(r)}</details></td></tr>" for c, p, f, v, r in rows)
+    return ('<div class=scroll><table class="claimtab"><colgroup><col style="width:22%"><col style="width:9%">'
+            '<col style="width:22%"><col></colgroup><thead><tr><th>claim</th><th>paper</th>'
+            f"<th>{_e(fracbench)}</th><th>verdict (click for the reason)</th></tr></thead><tbody>{body}</tbody>"
+            "</table></div>")
 
 
 def write_report(results: Path, out: Path | None = None, *, baselines: Path | None = None,
