@@ -284,7 +284,7 @@ def accuracy_bars_png(bars: Sequence[Bar], lines: Sequence[tuple[str, float, str
     ax = fig.add_subplot(1, 1, 1)
     for x, b in enumerate(bars):
         if not _finite(b.value):
-            ax.text(x, 0.05, b.note or "none", ha="center", color="#666", fontsize=8)
+            ax.text(x, 0.3, b.note or "none", ha="center", color="#666", fontsize=8)
             continue
         acc = float(b.value)
         ax.bar(x, acc, color=b.color, width=0.6, alpha=0.85)

@@ -182,7 +182,8 @@ def _findings_first(title: str, measured_on: str, runs: Sequence[Any], tables: S
     figure (copied and copy-free test images, grouped split, external test, lookup baseline, majority-class
     and paper lines) and three sentences; then ``sections`` folded."""
     from fracbench.figures import Bar, accuracy_bars_png
-    from fracbench.tables.headline import anatomy_numbers, anatomy_sentences
+    from fracbench.tables.headline import anatomy_numbers, anatomy_sentences, cell_number
+    from fracbench.tables.inputs import HEADLINE_TEST_CLAIM
     from fracbench.tables.splits import ANATOMY_DATASET, is_split_run
 
     claims = _claim_lines(tables)
@@ -205,9 +206,15 @@ def _findings_first(title: str, measured_on: str, runs: Sequence[Any], tables: S
                 "#d35400", nums["external"].note),
             Bar(f"lookup baseline,\nno model (n={nums['lookup'].images or 0})", nums["lookup"].value,
                 nums["lookup"].ci, "#7d3c98", nums["lookup"].note)]
+    row = next((c for c in claims if c.claim == HEADLINE_TEST_CLAIM), None)
+    own = cell_number(row.fracbench if row is not None else "", f"the paper's CNN on {dataset}'s own split")
+    majority = nums["majority"].value
+    if all(b.value is None for b in bars[:4]):  # no claim-anatomy records here: this dataset's own numbers
+        bars = [Bar(f"paper's CNN on\n{dataset}'s own split", own.value, own.ci, "#2e86c1", "not run"), bars[4]]
+        majority = (check or {}).get("majority", {}).get("test_accuracy")
     lines = []
-    if nums["majority"].value is not None:
-        lines.append(("majority class", nums["majority"].value, "#555", "--"))
+    if majority is not None:
+        lines.append(("majority class", float(majority), "#555", "--"))
     if paper is not None:
         lines.append(("paper", paper, "#e67e22", "-"))
     drawn = any(b.value is not None for b in bars)
@@ -220,7 +227,7 @@ def _findings_first(title: str, measured_on: str, runs: Sequence[Any], tables: S
                                               "come from?", sub=sub, findings=findings, figure=figure,
                          figure_alt="test accuracy on the copied and copy-free test images, the grouped split, the "
                                     "external test and the lookup baseline",
-                         sentences=anatomy_sentences(nums, paper, where), sections=sections, footer=footer)
+                         sentences=anatomy_sentences(nums, paper, where, own), sections=sections, footer=footer)
 
 
 def _machinery_text(runs: Sequence[Any]) -> str:

@@ -35,8 +35,9 @@ def test_report_is_self_contained(tree: tuple[Path, Path]) -> None:
     page = path.read_text(encoding="utf-8")
     _offline(page)
     assert DISCLAIMER in page
-    # every figure is embedded as a data URI, and decodes to the file's bytes
-    uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    # every figure is embedded as a data URI, and decodes to the file's bytes (besides the findings figure)
+    assert page.count('<img id="figure"') == 1
+    uris = re.findall(r'<figure id="[^"]*"><img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(uris) == len(figs)
     assert sorted(base64.b64decode(u) for u in uris) == sorted(p.read_bytes() for p in figs)
     # every table, its title and its columns (escaped)
@@ -139,3 +140,12 @@ def test_findings_figure_numbers_recompute_from_the_committed_files() -> None:
     grouped = [r for r in runs if r.experiment == "multiregion_grouped_as_published"]
     assert nums["grouped"].value == pytest.approx(sum(r.test["accuracy"] for r in grouped) / len(grouped))
     assert nums["lookup"].value == check["lookup"]["accuracy"] and nums["lookup"].images == check["lookup"]["images"]
+
+
+def test_cell_number_reads_the_claims_table_cells() -> None:
+    from fracbench.tables.headline import cell_number
+
+    n = cell_number("0.8313 ± 0.0078 [0.7851, 0.8706]")
+    assert (n.value, n.ci) == (0.8313, (0.7851, 0.8706))
+    assert cell_number("0.8992 [0.8486, 0.9415]").ci == (0.8486, 0.9415)
+    assert cell_number("—").value is None and cell_number("not run").value is None
