@@ -395,7 +395,7 @@ def render_html(report: dict[str, Any], figure: bytes, pairs: Sequence[dict[str,
                 provenance: dict[str, Any] | None = None) -> str:
     """One self-contained offline page (fracbench.report.findings_page): verdicts, the figure and three
     sentences first; details below."""
-    from fracbench.report import claims_details_table, findings_page
+    from fracbench.report import claims_details_table, findings_page, pairs_html
 
     e = html.escape
     held = report.get("held_out_folder")
@@ -454,14 +454,6 @@ def render_html(report: dict[str, Any], figure: bytes, pairs: Sequence[dict[str,
                          findings=[_card(v) for v in report["claims"]], figure=figure,
                          figure_alt="test accuracy of the lookup baseline", sentences=report["summary"],
                          sections=sections, footer="Research software, not a medical device.")
-
-
-def pairs_html(pairs: Sequence[dict[str, str]]) -> str:
-    """Copy pairs as thumbnails side by side (test, train) with their ids."""
-    e = html.escape
-    return '<div class="pairs">' + "".join(
-        f'<div class="pair"><img src="{p["test_uri"]}" alt="test"> <img src="{p["train_uri"]}" alt="train">'
-        f'<div>test {e(p["test"])}<br>train {e(p["train"])} ({e(p["how"])})</div></div>' for p in pairs) + "</div>"
 
 
 def write_check(prepared: Any, report: dict[str, Any], out: str | Path,

@@ -34,8 +34,8 @@ from typing import Any
 
 from fracbench.io import atomic_write_text
 
-__all__ = ["DISCLAIMER", "Finding", "claims_details_table", "findings_page", "render_report", "render_reports",
-           "write_report", "write_reports"]
+__all__ = ["DISCLAIMER", "Finding", "claims_details_table", "findings_page", "pairs_html", "render_report",
+           "render_reports", "write_report", "write_reports"]
 
 DISCLAIMER = "Research software, not a medical device"
 
@@ -133,6 +133,13 @@ def claims_details_table(rows: Sequence[Sequence[str]], fracbench: str = "fracbe
             '<col style="width:22%"><col></colgroup><thead><tr><th>claim</th><th>paper</th>'
             f"<th>{_e(fracbench)}</th><th>verdict (click for the reason)</th></tr></thead><tbody>{body}</tbody>"
             "</table></div>")
+
+
+def pairs_html(pairs: Sequence[Mapping[str, str]]) -> str:
+    """Copy pairs as thumbnails side by side (test, train: PNG data URIs) with their ids, escaped."""
+    return '<div class="pairs">' + "".join(
+        f'<div class="pair"><img src="{_e(p["test_uri"])}" alt="test"> <img src="{_e(p["train_uri"])}" alt="train">'
+        f'<div>test {_e(p["test"])}<br>train {_e(p["train"])} ({_e(p["how"])})</div></div>' for p in pairs) + "</div>"
 
 
 def write_report(results: Path, out: Path | None = None, *, baselines: Path | None = None,
@@ -304,8 +311,6 @@ _PAIR = re.compile(r'<div class="pair"><img src="(data:image/png;base64,[A-Za-z0
 def _audit_section(check_dirs: Sequence[Path]) -> str:
     """What `fracbench check` found in each committed example check (check.json), with its copy-pair
     thumbnails (read back from its check.html, every value re-escaped)."""
-    from fracbench.check import pairs_html
-
     out = []
     for d in check_dirs:
         try:
