@@ -102,7 +102,13 @@ def test_train_config_profiles_and_budget() -> None:
     assert train_config("tiny_cnn", "full")[1] == ""
 
 
-def test_unknown_model_suggests_close_matches(planted: Path, tmp_path: Path, capsys) -> None:
+def test_unknown_model_suggests_close_matches(planted: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    import fracbench.data
+
+    def no_data_work(*a, **k):
+        raise AssertionError("the data was read before the model name was checked")
+
+    monkeypatch.setattr(fracbench.data, "prepare", no_data_work)
     assert main(["check", str(planted), "--claim", "accuracy=0.9", "--train", "tiny_cn", "--profile", "smoke",
                  "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr()
