@@ -297,7 +297,15 @@ def print_check(report: dict[str, Any], echo: Any = print) -> None:
     """The answer first: one line per claim, then the facts behind it."""
     for v in report["claims"]:
         echo(f"{v['metric']} = {v['claim']:.4g}: {v['verdict'].upper()}: {v['reason']}")
-    echo(f"not checked: {NOT_CHECKED}")
+        if v.get("trained"):
+            t = v["trained"]
+            echo(f"  trained {t['model']} ({t['profile']} profile): {t['shown'].upper()}: {t['reason']}")
+    echo(f"not checked: {report['claims'][0]['not_checked'] if report['claims'] else NOT_CHECKED}")
+    for split, r in (report.get("trained") or {}).get("splits", {}).items():
+        for sub in TRAINED_SUBSETS:
+            m = r["metrics"][sub]
+            echo(f"  {split} split, {sub.replace('_', ' ')} ({m['images']} test images): accuracy "
+                 f"{_fmt(m['accuracy'])} {_ci(m['accuracy_ci'])}, AUROC {_fmt(m['auroc'])} {_ci(m['auroc_ci'])}")
     echo("")
     for s in report["summary"]:
         echo(s)
@@ -309,40 +317,26 @@ def print_check(report: dict[str, Any], echo: Any = print) -> None:
 
 
 def figure_png(report: dict[str, Any]) -> bytes:
-    """Test accuracy with CIs: copied test images, copy-free ones and the lookup baseline; majority and claim lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Test accuracy with CIs: copied test images, copy-free ones and the lookup baseline (and, after --train,
+    the trained model's on the given and the grouped split); majority and claim lines."""
+    from fracbench.figures import Bar, accuracy_bars_png
 
     lk = report["lookup"]
-    bars = [(f"test images with a copy\nin train (n={lk['with_copy_in_train']['images']})", lk["with_copy_in_train"]),
-            (f"copy-free test images\n(n={lk['copy_free']['images']})", lk["copy_free"]),
-            (f"lookup baseline,\nall test images (n={lk['images']})", lk)]
-    fig, ax = plt.subplots(figsize=(6.4, 3.3), dpi=100)
-    for x, (_label, a) in enumerate(bars):
-        if a.get("accuracy") is None:
-            ax.text(x, 0.05, "none", ha="center", color="#666")
-            continue
-        acc, (lo, hi) = a["accuracy"], a["ci"]
-        ax.bar(x, acc, color=["#c0392b", "#2e86c1", "#7d3c98"][x], width=0.6, alpha=0.85)
-        ax.errorbar(x, acc, yerr=[[acc - lo], [hi - acc]], color="black", capsize=5, lw=1.2)
-        ax.text(x, min(acc + 0.03, 1.02), f"{acc:.3f}", ha="center", va="bottom", fontsize=8)
-    ax.axhline(report["majority"]["test_accuracy"], color="#555", ls="--", lw=1,
-               label=f"majority class ({report['majority']['test_accuracy']:.3f})")
-    for v in report["claims"]:
-        if v["metric"] == "accuracy":
-            ax.axhline(v["claim"], color="#e67e22", lw=1.5, label=f"claim ({v['claim']:.3f})")
-    ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
-    ax.set_ylim(0, 1.12)
-    ax.set_ylabel("test accuracy (memorising only)")
-    ax.legend(fontsize=7, loc="lower left")
-    ax.set_title("What looking up copies in train scores (95 % cluster-bootstrap CIs)", fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    bars = [Bar(f"copied test images\n(n={lk['with_copy_in_train']['images']})", lk["with_copy_in_train"]["accuracy"],
+                lk["with_copy_in_train"]["ci"], "#c0392b"),
+            Bar(f"copy-free test images\n(n={lk['copy_free']['images']})", lk["copy_free"]["accuracy"],
+                lk["copy_free"]["ci"], "#2e86c1"),
+            Bar(f"lookup baseline,\nall test images (n={lk['images']})", lk["accuracy"], lk["ci"], "#7d3c98")]
+    trained = report.get("trained")
+    for split, color in (("given", "#d35400"), ("grouped", "#1e8449")):
+        m = (trained or {}).get("splits", {}).get(split, {}).get("metrics", {}).get("all")
+        if m:
+            bars.append(Bar(f"{trained['model']}, {split}\nsplit (n={m['images']})", m["accuracy"], m["accuracy_ci"],
+                            color))
+    lines = [("majority class", report["majority"]["test_accuracy"], "#555", "--")]
+    lines += [("claim", v["claim"], "#e67e22", "-") for v in report["claims"] if v["metric"] == "accuracy"]
+    what = "memorising" + (f" and {trained['model']} ({trained['profile']} profile)" if trained else " only")
+    return accuracy_bars_png(bars, lines, title=f"Test accuracy: {what} (95 % cluster-bootstrap CIs)")
 
 
 def pair_thumbnails(prepared: Any, report: dict[str, Any], n: int = 6, side: int = 96) -> list[dict[str, str]]:
@@ -362,61 +356,66 @@ def pair_thumbnails(prepared: Any, report: dict[str, Any], n: int = 6, side: int
     return out
 
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1360px;padding:12px 20px;color:#222;line-height:1.35}
-h1{font-size:1.3em;margin:4px 0}
-.sub{color:#555;font-size:.9em;margin:0 0 8px}
-.claims{display:flex;flex-wrap:wrap;gap:8px;margin:6px 0}
-.claim{border:2px solid #888;border-radius:6px;padding:6px 10px;flex:1 1 300px;min-width:0}
-.claim.leak{border-color:#c0392b;background:#fdf2f1}.claim.ok{border-color:#1e8449;background:#f1faf3}
-.claim .v{font-weight:700;font-size:1.1em}.claim .k{font-size:.92em}
-.first{display:grid;grid-template-columns:minmax(0,640px) minmax(0,1fr);gap:16px;align-items:start}
-.first img{width:100%;max-width:640px;height:auto}
-.why p{margin:0 0 6px}
-details{margin:8px 0;border-top:1px solid #ddd;padding-top:4px}summary{cursor:pointer;font-weight:600}
-.scroll{overflow-x:auto;max-width:100%}
-table{border-collapse:collapse;table-layout:fixed;width:100%;font-size:.9em}
-td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:normal;word-break:normal}
-.pairs{display:flex;flex-wrap:wrap;gap:10px}.pair{font-size:.75em;width:200px;overflow-wrap:anywhere}
-.note{color:#666;font-size:.85em}
-"""
-
-
 def _fmt(x: Any) -> str:
     return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
 
 
+def _card(v: dict[str, Any]) -> Any:
+    from fracbench.report import Finding
+
+    tone = "leak" if v["verdict"] in LEAK_VERDICTS else "ok" if v["verdict"] == "not explained by copies" else ""
+    key = (f"memorising alone: {v['fracbench']:.3f} {_ci(v['ci'])}" if v["fracbench"] is not None else v["reason"])
+    verdicts = [(v["verdict"], key)]
+    t = v.get("trained")
+    if t:
+        verdicts.append((f"trained {t['model']}: {t['shown']}", ""))
+    return Finding(f"{v['metric']} = {v['claim']:.4g}", tuple(verdicts), tone)
+
+
+def _trained_table(trained: dict[str, Any]) -> str:
+    e = html.escape
+    rows = []
+    for split, r in trained["splits"].items():
+        for sub in TRAINED_SUBSETS:
+            m = r["metrics"][sub]
+            rows.append(f"<tr><td>{e(split)} ({e(r['split'])})</td><td>{e(sub.replace('_', ' '))}</td>"
+                        f"<td class=n>{m['images']} / {m['groups']}</td>"
+                        f"<td>{_fmt(m['accuracy'])} {_ci(m['accuracy_ci'])}</td>"
+                        f"<td>{_fmt(m['auroc'])} {_ci(m['auroc_ci'])}</td></tr>")
+    note = (f"{e(trained['model'])} at the {e(trained['profile'])} profile"
+            + (f", a reduced budget ({e(trained['budget'])})" if trained["budget"] else "")
+            + f"; config from {e(trained['config_from'])}; one seed, honest protocol (checkpoint and threshold "
+              "chosen on validation). 95 % cluster-bootstrap CIs over copy groups.")
+    return (f"<p>{note}</p><div class=scroll><table><thead><tr><th>split</th><th>test images</th>"
+            "<th>images / groups</th><th>accuracy [95% CI]</th><th>AUROC [95% CI]</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
 def render_html(report: dict[str, Any], figure: bytes, pairs: Sequence[dict[str, str]] = (),
                 provenance: dict[str, Any] | None = None) -> str:
-    """One self-contained offline page: verdicts, the figure and three sentences first; details below."""
+    """One self-contained offline page (fracbench.report.findings_page): verdicts, the figure and three
+    sentences first; details below."""
+    from fracbench.report import claims_details_table, findings_page, pairs_html
+
     e = html.escape
-    cards = []
-    for v in report["claims"]:
-        cls = "leak" if v["verdict"] in LEAK_VERDICTS else "ok" if v["verdict"] == "not explained by copies" else ""
-        key = (f"memorising alone: {v['fracbench']:.3f} {_ci(v['ci'])}" if v["fracbench"] is not None else v["reason"])
-        cards.append(f'<div class="claim {cls}"><div>{e(v["metric"])} = {v["claim"]:.4g}</div>'
-                     f'<div class="v">{e(v["verdict"])}</div><div class="k">{e(key)}</div></div>')
     held = report.get("held_out_folder")
+    not_checked = report["claims"][0]["not_checked"] if report["claims"] else NOT_CHECKED
     sub = (f"{e(report['dataset'])}: {e(report['split'])} split"
            + (f", held-out folder <b>{e(held)}/</b>" if held else "")
            + f"; {report['images']['test']} test images, {len(report['classes'])} classes. "
-           + f"Not checked: {e(NOT_CHECKED)}.")
-    fig = "data:image/png;base64," + base64.b64encode(figure).decode("ascii")
-    first = (f'<h1>fracbench check: is the claim explained by copies?</h1><p class="sub">{sub}</p>'
-             f'<div class="claims" id="verdicts">{"".join(cards)}</div>'
-             f'<div class="first"><img id="figure" alt="test accuracy of the lookup baseline" src="{fig}">'
-             f'<div class="why"><b>Where the number comes from</b>'
-             + "".join(f"<p>{e(s)}</p>" for s in report["summary"]) + "</div></div>")
-    rows = "".join(
-        f"<tr><td>{e(v['metric'])}</td><td>{v['claim']:.4g}</td><td>{_fmt(v['fracbench'])} {_ci(v['ci'])}</td>"
-        f"<td><details><summary>{e(v['verdict'])}</summary>{e(v['reason'])}. Not checked: {e(v['not_checked'])}"
-        f"</details></td></tr>" for v in report["claims"])
-    claims_tbl = ('<div class="scroll"><table><colgroup><col style="width:10%"><col style="width:10%">'
-                  '<col style="width:22%"><col></colgroup><tr><th>claim</th><th>paper</th>'
-                  f'<th>fracbench (lookup baseline)</th><th>verdict (click for the reason)</th></tr>{rows}</table></div>')
+           + f"Not checked: {e(not_checked)}.")
+    rows = []
+    for v in report["claims"]:
+        reason = f"{v['reason']}. Not checked: {v['not_checked']}"
+        rows.append((v["metric"], f"{v['claim']:.4g}", f"{_fmt(v['fracbench'])} {_ci(v['ci'])}", v["verdict"], reason))
+        if v.get("trained"):
+            t = v["trained"]
+            rows.append((f"{v['metric']} (trained {t['model']})", f"{v['claim']:.4g}", "see Trained model",
+                         t["shown"], t["reason"]))
+    claims_tbl = claims_details_table(rows, "fracbench (lookup baseline)")
     c, d, f, m = report["copies"], report["distinct_radiographs"], report["faults"], report["majority"]
-    bal = "; ".join(f"{s}: " + ", ".join(f"{e(k)} {v}" for k, v in b.items()) for s, b in report["class_balance"].items() if b)
-    fmt = "; ".join(f"{s}: " + ", ".join(f"{e(k)} {v}" for k, v in x["by_suffix"].items())
+    bal = "; ".join(f"{s}: " + ", ".join(f"{k} {v}" for k, v in b.items()) for s, b in report["class_balance"].items() if b)
+    fmt = "; ".join(f"{s}: " + ", ".join(f"{k} {v}" for k, v in x["by_suffix"].items())
                     + f" (.jpg count {x['tutorial_jpg_count']})" for s, x in report["formats"].items())
     facts = [
         ("split", f"{report['split']}: {report['split_title']}"),
@@ -436,24 +435,25 @@ def render_html(report: dict[str, Any], figure: bytes, pairs: Sequence[dict[str,
         ("file formats", fmt),
         ("lookup rule", report["lookup"]["rule"]),
     ]
-    facts_tbl = ('<div class="scroll"><table><colgroup><col style="width:24%"><col></colgroup>'
+    facts_tbl = ('<div class="scroll"><table class="claimtab"><colgroup><col style="width:24%"><col></colgroup>'
                  + "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts) + "</table></div>")
-    pair_html = "".join(
-        f'<div class="pair"><img src="{p["test_uri"]}" alt="test"> <img src="{p["train_uri"]}" alt="train">'
-        f'<div>test {e(p["test"])}<br>train {e(p["train"])} ({e(p["how"])})</div></div>' for p in pairs)
     prov = provenance or {}
-    prov_tbl = ('<div class="scroll"><table><colgroup><col style="width:24%"><col></colgroup>'
+    prov_tbl = ('<div class="scroll"><table class="claimtab"><colgroup><col style="width:24%"><col></colgroup>'
                 + "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in
                           {**prov, "manifest_sha256": report["manifest_sha256"]}.items()) + "</table></div>")
-    return ("<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport "
-            "content='width=device-width'><title>fracbench check: " + e(report["dataset"]) + "</title><style>"
-            + _CSS + "</style></head><body>" + first
-            + f"<details open><summary>Claims</summary>{claims_tbl}</details>"
-            + f"<details><summary>Data facts</summary>{facts_tbl}</details>"
-            + (f"<details><summary>Copy pairs across train and test (a few of {c['test_near_in_train']})</summary>"
-               f'<div class="pairs">{pair_html}</div></details>' if pairs else "")
-            + f"<details><summary>Provenance</summary>{prov_tbl}</details>"
-            + '<p class="note">Research software, not a medical device.</p></body></html>')
+    sections = [("Claims", claims_tbl, True)]
+    if report.get("trained"):
+        sections.append((f"Trained model: {report['trained']['model']}", _trained_table(report["trained"]), False))
+    sections.append(("Data facts", facts_tbl, False))
+    if pairs:
+        sections.append((f"Copy pairs across train and test (a few of {c['test_near_in_train']})",
+                         pairs_html(pairs), False))
+    sections.append(("Provenance", prov_tbl, False))
+    return findings_page(title=f"fracbench check: {report['dataset']}",
+                         heading="fracbench check: is the claim explained by copies?", sub=sub,
+                         findings=[_card(v) for v in report["claims"]], figure=figure,
+                         figure_alt="test accuracy of the lookup baseline", sentences=report["summary"],
+                         sections=sections, footer="Research software, not a medical device.")
 
 
 def write_check(prepared: Any, report: dict[str, Any], out: str | Path,
@@ -466,3 +466,195 @@ def write_check(prepared: Any, report: dict[str, Any], out: str | Path,
     public = {**report, "provenance": prov}
     page = render_html(report, figure_png(report), pair_thumbnails(prepared, report), prov)
     return [atomic_write_json(out / "check.json", public), atomic_write_text(out / "check.html", page)]
+
+
+# ------------------------------------------------------------------------------------------------
+# optional training (--train MODEL --profile P): the model on the given split and on the grouped re-split
+# ------------------------------------------------------------------------------------------------
+
+TRAIN_SPLITS = ("given", "grouped")
+TRAIN_SEED = 0
+# a model no experiment of baselines/ trains: its TrainConfig defaults at its native size, reduced per profile
+# the way the paper CNN's experiments reduce (baselines/paper_cnn_honest.yaml)
+GENERIC_PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {"epochs": 2, "image_size": 64, "max_train_images": 96, "n_boot": 100},
+    "cpu": {"epochs": 10},
+    "full": {},
+}
+TRAINED_SUBSETS = ("all", "with_copy_in_train", "copy_free")
+
+
+def train_config(model: str, profile: str, device: str | None = None) -> tuple[Any, str, str]:
+    """(TrainConfig, budget clause, where the config comes from) of ``model`` at ``profile``.
+
+    The config of the registered experiment that trains ``model`` under the honest protocol (else any that
+    trains it), under ``profile``; a model no experiment trains gets its defaults at its native input size
+    reduced by :data:`GENERIC_PROFILES`. The budget clause says what the profile cuts from the full
+    configuration ("" when nothing), as the claims tables do ("2/50 epochs, 64 px (full 150), 1/5 seeds").
+    Unknown model names raise with close matches (the model registry's message)."""
+    from fracbench.config import TrainConfig
+    from fracbench.experiments import PROFILES, load_all
+    from fracbench.models import MODELS
+
+    info = MODELS.get(model)
+    if profile not in PROFILES:
+        raise ValueError(f"--profile is one of {', '.join(PROFILES)}, not {profile!r}")
+    reg = load_all()
+    exps = [reg.get(n) for n in reg.list()]
+    exps = [e for e in exps if e.model == model and e.kind == "train" and e.on_run_manifest]
+    exps.sort(key=lambda e: (e.protocol != "honest", e.table == "hparam", e.name))  # the paper's config first
+    if exps:
+        exp = exps[0]
+        full = exp.train_config("full", TRAIN_SEED).replace(protocol="honest", device=device)
+        cfg = exp.train_config(profile, TRAIN_SEED).replace(protocol="honest", device=device)
+        seeds, source = len(exp.seeds_for("full")), f"baselines experiment {exp.name} (honest protocol)"
+    else:
+        full = TrainConfig(model=model, protocol="honest", image_size=info.default_size, seed=TRAIN_SEED)
+        full = full.replace(device=device)
+        reduced = dict(GENERIC_PROFILES[profile])
+        if "image_size" in reduced:  # a profile shrinks images, never enlarges a small model's
+            reduced["image_size"] = min(reduced["image_size"], info.default_size)
+        cfg = full.replace(**reduced)
+        seeds, source = 1, f"fracbench's defaults for {model} ({info.default_size} px), reduced per profile"
+    return cfg, budget_clause(cfg, full, seeds), source
+
+
+def budget_clause(cfg: Any, full: Any, full_seeds: int = 1) -> str:
+    """What ``cfg`` (one seed) cuts from ``full``: "" when it trains the full configuration."""
+    parts = []
+    if cfg.epochs < full.epochs:
+        parts.append(f"{cfg.epochs}/{full.epochs} epochs")
+    if cfg.image_size != full.image_size:
+        parts.append(f"{cfg.image_size} px (full {full.image_size})")
+    if cfg.max_train_images and (not full.max_train_images or cfg.max_train_images < full.max_train_images):
+        parts.append(f"at most {cfg.max_train_images} training images")
+    if full_seeds > 1:
+        parts.append(f"1/{full_seeds} seeds")
+    return ", ".join(parts)
+
+
+def _seen(manifest: Any) -> Any:
+    """``manifest`` with val counted as train (what a model could have been fitted or tuned on)."""
+    from fracbench.data.manifest import Manifest
+
+    return Manifest(manifest.dataset, manifest.root,
+                    [replace(r, split="train") if r.split == "val" else r for r in manifest.rows])
+
+
+def copied_test_ids(prepared: Any, manifest: Any) -> set[str]:
+    """Ids of the test rows of ``manifest`` with an exact or near copy in its train or val rows (split verifier)."""
+    from fracbench.anatomy import verified_crossings
+
+    recs = prepared.index.records
+    return {recs[c.query].id for c in verified_crossings(prepared, _seen(manifest)).crossings}
+
+
+def _nan_none(x: Any) -> float | None:
+    return None if x is None or x != x else float(x)
+
+
+def trained_metrics(y: Sequence[int], score: Sequence[float], threshold: float, groups: Sequence[str],
+                    copied: Sequence[bool], n_boot: int = N_BOOT) -> dict[str, dict[str, Any]]:
+    """Accuracy and AUROC (group-bootstrap 95% CIs over ``groups``) of a trained model's test scores: over
+    every test image, over those with a copy in train (``copied``) and over the rest."""
+    from fracbench.metrics import binary_metrics, bootstrap_ci
+
+    y_a, s_a = np.asarray(y, dtype=np.int64), np.asarray(score, dtype=float)
+    g_a, c_a = np.asarray(groups, dtype=object), np.asarray(copied, dtype=bool)
+    out = {}
+    for name, m in (("all", np.ones(len(y_a), bool)), ("with_copy_in_train", c_a), ("copy_free", ~c_a)):
+        yy, ss, gg = y_a[m], s_a[m], [str(g) for g in g_a[m]]
+        if not len(yy):
+            out[name] = {"images": 0, "groups": 0, "accuracy": None, "accuracy_ci": None, "auroc": None,
+                         "auroc_ci": None, "balanced_accuracy": None, "majority_accuracy": None}
+            continue
+        bm = binary_metrics(yy, ss, threshold)
+        ci = {k: [_nan_none(v) for v in bootstrap_ci(yy, ss, k, threshold=threshold, n_boot=n_boot, groups=gg)]
+              for k in ("accuracy", "auroc")}
+        out[name] = {"images": int(len(yy)), "groups": len(set(gg)), "accuracy": float(bm["accuracy"]),
+                     "accuracy_ci": ci["accuracy"] if None not in ci["accuracy"] else None,
+                     "auroc": _nan_none(bm["auroc"]), "auroc_ci": ci["auroc"] if None not in ci["auroc"] else None,
+                     "balanced_accuracy": _nan_none(bm["balanced_accuracy"]),
+                     "majority_accuracy": float(bm["majority_accuracy"])}
+    return out
+
+
+def _evidence(m: dict[str, Any], metric: str, budget: str, name: str) -> Any:
+    from fracbench.tables.claims import Evidence
+
+    if m.get(metric) is None:
+        return Evidence(problem=f"{metric} undefined on {name} ({m.get('images', 0)} test images)")
+    ci = m.get(f"{metric}_ci")
+    return Evidence(m[metric], tuple(ci) if ci else None, "95% group-bootstrap CI", m["images"],
+                    m["balanced_accuracy"], m["majority_accuracy"], n_groups=m["groups"], budget=budget)
+
+
+def judge_trained(metric: str, value: float, trained: dict[str, Any]) -> dict[str, Any]:
+    """A claim's verdict from the trained model's test results (the claims tables' split rule,
+    :func:`fracbench.tables.claims.judge_splits`): the given split is the published one, the grouped re-split
+    the copy-free one, the given split's test images with a copy in train the copies. A reduced-budget
+    profile carries its clause ("... at a reduced budget (2/50 epochs, ...)")."""
+    from fracbench.tables.claims import judge_splits
+
+    b = trained.get("budget", "")
+    given, grouped = trained["splits"].get("given"), trained["splits"].get("grouped")
+    if given is None:
+        from fracbench.tables.claims import Evidence
+
+        pub, copies = Evidence(problem="the given split was not trained"), None
+    else:
+        pub = _evidence(given["metrics"]["all"], metric, b, "the given split")
+        copies = _evidence(given["metrics"]["with_copy_in_train"], metric, b, "the copied test images")
+    grp = [("grouped split", _evidence(grouped["metrics"]["all"], metric, b, "the grouped split"))] if grouped else []
+    v = judge_splits(value, pub, grp, copies)
+    return {"model": trained["model"], "profile": trained["profile"], "verdict": v.verdict, "shown": v.shown,
+            "reason": v.reason, "budget": v.budget}
+
+
+def train_check(prepared: Any, model: str, profile: str, out: str | Path, *, splits: Sequence[str] = TRAIN_SPLITS,
+                device: str | None = None, progress: bool = False) -> dict[str, Any]:
+    """Train ``model`` at ``profile`` on each of ``splits`` (fracbench.train.fit, records under
+    ``out``/runs/check_<model>_<split>/seed0) and score its test predictions overall, on the test images with a
+    copy in train and on those without."""
+    from fracbench import results as R
+    from fracbench.data.cache import build_cache
+    from fracbench.train import fit
+
+    cfg, budget, source = train_config(model, profile, device)
+    if len(class_names(prepared)) != 2 or not getattr(prepared.dataset, "binary", True):
+        raise ValueError(f"--train fits a two-class model; {prepared.name} has the classes "
+                         f"{', '.join(class_names(prepared))}")
+    result: dict[str, Any] = {"model": model, "profile": profile, "budget": budget, "config_from": source,
+                              "config": cfg.to_dict(), "splits": {}}
+    for split in splits:
+        mode = _mode(prepared, split)
+        manifest = prepared.manifest_for(mode)
+        name = f"check_{model}_{split}"
+        run = R.run_dir(Path(out), name, TRAIN_SEED)
+        cache = build_cache(manifest, cfg.image_size, progress=progress)
+        rec = fit(cfg, cache, run, experiment=name, progress=progress,
+                  extra={"profile": profile, "check_split": mode, "budget": budget})
+        copied = copied_test_ids(prepared, manifest)
+        group = {r.id: r.group for r in manifest.rows}
+        preds = [p for p in R.read_predictions(run) if p["split"] == "test"]
+        thr = float(rec.get("threshold", 0.5))
+        metrics = trained_metrics([p["label"] for p in preds], [p["score"] for p in preds], thr,
+                                  [group.get(p["id"], p["id"]) for p in preds], [p["id"] in copied for p in preds],
+                                  n_boot=cfg.n_boot)
+        result["splits"][split] = {"split": mode, "manifest_sha256": manifest.fingerprint, "threshold": thr,
+                                   "epochs_run": rec.get("epochs_run"), "record": f"runs/{name}/seed{TRAIN_SEED}",
+                                   "metrics": metrics}
+    return result
+
+
+def add_training(report: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+    """``report`` with the trained results and each claim's trained verdict (``claims[i]["trained"]``)."""
+    claims = [{**v, "trained": judge_trained(v["metric"], v["claim"], trained),
+               "not_checked": trained_not_checked(trained)} for v in report["claims"]]
+    return {**report, "trained": trained, "claims": claims}
+
+
+def trained_not_checked(trained: dict[str, Any]) -> str:
+    clause = f" at a reduced budget ({trained['budget']})" if trained.get("budget") else ""
+    return (f"the paper's own model and training were not rerun: fracbench trained {trained['model']} "
+            f"({trained['profile']} profile{clause}, one seed) on the given and the grouped split")

@@ -644,6 +644,13 @@ def _configure_check(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the summary")
     p.add_argument("--fail-on-leak", action="store_true",
                    help="exit 3 when a claim is explained by copies or the test split holds copies of train images")
+    p.add_argument("--train", metavar="MODEL", help="also train MODEL (see `fracbench models`) on the given split and "
+                   "on the grouped re-split, and report its accuracy and AUROC overall, on the test images with a "
+                   "copy in train and on those without (two-class sets)")
+    p.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "full"],
+                   help="training budget of --train, as in `fracbench run --profile` (default: cpu); a reduced "
+                        "budget is named in every trained verdict")
+    p.add_argument("--device", help="device for --train (default: cuda when available, else cpu)")
 
 
 @command("check", "test an accuracy claim on any class-folder set: copies across train/test, what memorising "
@@ -651,14 +658,17 @@ def _configure_check(p: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fracbench.check import check, parse_claims, print_check, write_check
+    from fracbench import check as C
     from fracbench.data import DATASETS, prepare
     from fracbench.paths import adhoc_dir
+    from fracbench.registry import UnknownNameError
     from fracbench.results import git_state
 
     try:
-        claims = parse_claims(args.claim)
-    except ValueError as exc:
+        claims = C.parse_claims(args.claim)
+        if args.train:
+            C.train_config(args.train, args.profile)  # an unknown model fails here, with close matches
+    except (ValueError, UnknownNameError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
     if args.data in DATASETS and not Path(args.data).is_dir():
@@ -669,20 +679,30 @@ def _check(args: argparse.Namespace) -> int:
             return 2
         name, data_dir = "imagefolder", args.data
     prepared = prepare(name, data_dir, progress=not args.quiet, test_folder=args.test_folder)
-    report = check(prepared, claims, split=args.split)
+    report = C.check(prepared, claims, split=args.split)
     out = Path(args.out) if args.out else adhoc_dir(prepared.name) / "check"
+    if args.train:
+        try:
+            trained = C.train_check(prepared, args.train, args.profile, out, device=args.device,
+                                  progress=not args.quiet)
+        except ValueError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            return 2
+        report = C.add_training(report, trained)
     git = git_state()
     cmd = ["fracbench", "check", args.data if name != "imagefolder" else "<data-dir>",
            *[f"--claim={c}" for c in args.claim], f"--split={args.split}"]
     if args.test_folder:
         cmd.append(f"--test-folder={args.test_folder}")
+    if args.train:
+        cmd += [f"--train={args.train}", f"--profile={args.profile}"]
     prov = {"command": " ".join(cmd), "git_commit": git["git_commit"], "git_dirty": git["git_dirty"],
             "data_dir": "<data-dir>"}
-    paths = write_check(prepared, report, out, prov)
+    paths = C.write_check(prepared, report, out, prov)
     if args.json:
         print_json({**report, "provenance": prov})
     else:
-        print_check(report, echo=print_result)  # the answer is the command's output: on stdout even with --quiet
+        C.print_check(report, echo=print_result)  # the answer is the command's output: on stdout even with --quiet
         console.print("wrote " + ", ".join(str(p) for p in paths))
     return report["fail_on_leak_would_exit"] if args.fail_on_leak else 0
 

@@ -35,7 +35,7 @@ from typing import Any
 from fracbench import results as R
 from fracbench.io import atomic_write_bytes
 
-__all__ = ["CURVE_TABLES", "DPI", "caption", "find_data_root", "write_figures"]
+__all__ = ["CURVE_TABLES", "DPI", "Bar", "accuracy_bars_png", "caption", "find_data_root", "write_figures"]
 
 DPI = 100
 CURVE_TABLES = ("table1", "table2")
@@ -265,6 +265,45 @@ def _subgroups_figure(results: Path, runs: Sequence[Any]) -> Any | None:
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+class Bar:
+    """One bar of :func:`accuracy_bars_png`: a test accuracy with its 95% interval (None: not available)."""
+
+    def __init__(self, label: str, value: float | None, ci: Sequence[float] | None = None, color: str = "#2e86c1",
+                 note: str = "") -> None:
+        self.label, self.value, self.ci, self.color, self.note = label, value, ci, color, note
+
+
+def accuracy_bars_png(bars: Sequence[Bar], lines: Sequence[tuple[str, float, str, str]], *, title: str,
+                      ylabel: str = "test accuracy") -> bytes:
+    """The findings figure of check.html and report.html: one bar per test set with its 95% CI, and
+    horizontal lines (label, value, colour, line style), e.g. the majority class and the paper's claim.
+    A bar without a value reads its note (e.g. "not run"). Deterministic PNG bytes."""
+    fig = _new_figure(6.4, 3.4)
+    ax = fig.add_subplot(1, 1, 1)
+    for x, b in enumerate(bars):
+        if not _finite(b.value):
+            ax.text(x, 0.3, b.note or "none", ha="center", color="#666", fontsize=8)
+            continue
+        acc = float(b.value)
+        ax.bar(x, acc, color=b.color, width=0.6, alpha=0.85)
+        if b.ci is not None and all(_finite(c) for c in b.ci):
+            lo, hi = float(b.ci[0]), float(b.ci[1])
+            ax.errorbar(x, acc, yerr=[[max(acc - lo, 0)], [max(hi - acc, 0)]], color="black", capsize=5, lw=1.2)
+        ax.text(x + 0.32, min(acc, 1.0) - 0.07, f"{acc:.3f}", ha="left", va="bottom", fontsize=7, rotation=90)
+    for label, value, color, style in lines:
+        ax.axhline(value, color=color, ls=style, lw=1.3, label=f"{label} ({value:.3f})")
+    ax.set_xticks(range(len(bars)), [b.label for b in bars], fontsize=7)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel(ylabel, fontsize=8)
+    if lines:
+        ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
 
 
 def _new_figure(width: float, height: float) -> Any:

@@ -35,8 +35,9 @@ def test_report_is_self_contained(tree: tuple[Path, Path]) -> None:
     page = path.read_text(encoding="utf-8")
     _offline(page)
     assert DISCLAIMER in page
-    # every figure is embedded as a data URI, and decodes to the file's bytes
-    uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    # every figure is embedded as a data URI, and decodes to the file's bytes (besides the findings figure)
+    assert page.count('<img id="figure"') == 1
+    uris = re.findall(r'<figure id="[^"]*"><img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(uris) == len(figs)
     assert sorted(base64.b64decode(u) for u in uris) == sorted(p.read_bytes() for p in figs)
     # every table, its title and its columns (escaped)
@@ -90,3 +91,61 @@ def test_cli_report_refreshes(tree: tuple[Path, Path]) -> None:
     (res / "figures" / "curves_paper_cnn_honest.png").unlink()
     assert main(["report", "--results", str(res), "--no-refresh", "--quiet"]) == 0
     assert not (res / "figures" / "curves_paper_cnn_honest.png").exists()
+
+
+def test_report_opens_with_the_findings_and_ends_with_provenance(tmp_path: Path) -> None:
+    from fracbench.report import render_report
+
+    page = render_report(tmp_path / "empty")
+    _offline(page)
+    first = page.index('id="verdicts"')
+    order = [page.index(f"<summary>{s}") for s in ("Claims", "Tables", "Figures", "Audit", "Provenance")]
+    assert first < page.index('class="why"') < order[0] and order == sorted(order)
+    assert page.count("<details class=\"fold\">") == 5  # every detail folded
+    assert "No run records found" in page[order[-1]:]  # what was run: under provenance, last
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "results"
+
+
+@pytest.mark.skipif(not (COMMITTED / "multiregion" / "runs").is_dir(), reason="no committed results")
+def test_findings_figure_numbers_recompute_from_the_committed_files() -> None:
+    """The copied / copy-free bars: test rows whose copy group has a train row, scored from predictions.csv at
+    the record's threshold, counted by brute force here; the split's copy count comes from its record."""
+    import csv
+    import json
+
+    from fracbench import results as R
+    from fracbench.tables.headline import anatomy_numbers
+
+    runs = load_runs(COMMITTED / "multiregion")
+    check = json.loads((COMMITTED / "check" / "multiregion" / "check.json").read_text())
+    nums = anatomy_numbers(runs, check)
+    pub = [r for r in runs if r.experiment == "multiregion_published_as_published"]
+    assert len(pub) == 1
+    run = pub[0]
+    rows = R.manifest_rows(run.dir, run.record["manifest_sha256"])
+    train_groups = {r["group"] for r in rows if r["split"] == "train"}
+    copied = {r["id"] for r in rows if r["split"] == "test" and r["group"] in train_groups}
+    thr = run.record["threshold"]
+    with (run.dir / "predictions.csv").open() as fh:
+        preds = [p for p in csv.DictReader(fh) if p["split"] == "test"]
+    for key, keep in (("copied", True), ("copy_free", False)):
+        sub = [p for p in preds if (p["id"] in copied) is keep]
+        assert nums[key].images == len(sub)
+        assert nums[key].value == pytest.approx(sum((float(p["score"]) >= thr) == (p["label"] == "1") for p in sub)
+                                                / len(sub))
+    assert nums["copied"].images == run.record["leak"]["test_near_in_train"]  # the split verifier's count
+    assert nums["copied"].images + nums["copy_free"].images == run.record["leak"]["test_images"]
+    grouped = [r for r in runs if r.experiment == "multiregion_grouped_as_published"]
+    assert nums["grouped"].value == pytest.approx(sum(r.test["accuracy"] for r in grouped) / len(grouped))
+    assert nums["lookup"].value == check["lookup"]["accuracy"] and nums["lookup"].images == check["lookup"]["images"]
+
+
+def test_cell_number_reads_the_claims_table_cells() -> None:
+    from fracbench.tables.headline import cell_number
+
+    n = cell_number("0.8313 ± 0.0078 [0.7851, 0.8706]")
+    assert (n.value, n.ci) == (0.8313, (0.7851, 0.8706))
+    assert cell_number("0.8992 [0.8486, 0.9415]").ci == (0.8486, 0.9415)
+    assert cell_number("—").value is None and cell_number("not run").value is None
