@@ -446,3 +446,33 @@ def test_every_cross_table_carries_the_provenance_footnote(tree: tuple[Path, Pat
                 (md.name, name)
     claims = (tmp_path / "out" / "claims.md").read_text(encoding="utf-8")
     assert "- paper_cnn_as_published: profile smoke, epochs 0..2, seeds 0" in claims
+
+
+def test_copy_subset_intervals_resample_duplicate_groups_not_images(tmp_path: Path) -> None:
+    """200 test images with a copy in train, in two duplicate groups: one all right (img0-99), one half right
+    (img100-199). Resampling the two groups can only give 1.0, 0.75 or 0.5 (probabilities 1/4, 1/2, 1/4), so
+    the 95% interval is [0.5, 1.0]; an interval over 200 independent images (Wilson: [0.69, 0.81]) claims a
+    precision that two radiographs cannot give."""
+    import hashlib
+
+    from fracbench.tables.splits import copy_subsets
+
+    results = tmp_path / "multiregion"
+    d = split_run(results, "multiregion_published_as_published", "published", "as_published", 0.5, n=300)
+    lines = ["id,path,label,group,part,split,sha256"]
+    for i in range(300):
+        group = "gA" if i < 100 else "gB" if i < 200 else f"solo{i}"
+        lines.append(f"img{i},test/x{i}.png,{i % 2},{group},,test,{i:064x}")
+    lines += ["trA,train/a.png,0,gA,,train," + "a" * 64, "trB,train/b.png,1,gB,,train," + "b" * 64]
+    data = ("\n".join(lines) + "\n").encode()
+    (results / "manifests").mkdir(parents=True)
+    (results / "manifests" / "multiregion.csv").write_bytes(data)
+    rec = R.read_record(d)
+    rec["manifest_sha256"] = hashlib.sha256(data).hexdigest()
+    rec.pop("schema_version")
+    R.write_record(d, rec)
+    run = next(r for r in load_runs(results) if r.experiment == "multiregion_published_as_published")
+    cell = copy_subsets(run)["with a copy in train"]
+    assert cell["accuracy"] == pytest.approx(0.75) and cell["groups"] == 2
+    lo, hi = cell["accuracy_ci95"]
+    assert lo <= 0.55 and hi >= 0.95

@@ -114,7 +114,8 @@ def _mean_ci(cells: list[tuple[float, tuple[float, float], int]]) -> tuple[float
 
 def anatomy_numbers(runs: list, lookup: dict | None = None) -> dict[str, Number]:
     """The findings figure's numbers from committed records: the published split's test images with a copy in
-    train and the copy-free ones (paper's CNN, as-published protocol, Wilson CIs from the predictions), the
+    train and the copy-free ones (paper's CNN, as-published protocol, cluster-bootstrap CIs by copy group from the
+    predictions), the
     grouped split (same protocol) and the external test (bootstrap CIs of the records), the lookup baseline
     of ``fracbench check`` (its check.json's ``lookup``), the published split's majority-class accuracy, and
     the share of test images with a copy in train (``copy_share``: value = share, images = test images)."""
@@ -130,7 +131,7 @@ def anatomy_numbers(runs: list, lookup: dict | None = None) -> dict[str, Number]
         if cells and len(cells) == len(pub):
             v, ci, n = _mean_ci(cells)
             out[key] = Number(v, ci, n, f"published split, test images {name}; as-published protocol, "
-                                        f"{len(cells)} seed(s); 95% Wilson CI")
+                                        f"{len(cells)} seed(s); 95% cluster-bootstrap CI by copy group")
         else:
             out[key] = Number(None, None, None, "not run")
     for key, split, protocol in (("grouped", "grouped", "as_published"), ("external", "external", "honest")):

@@ -148,8 +148,8 @@ def copy_subsets(r: Run) -> dict[str, dict[str, Any]] | None:
     the record's predictions.csv at the record's threshold, so the numbers recompute from committed files.
     None when the manifest or the predictions are not there.
     """
+    from fracbench import metrics as M
     from fracbench import results as R
-    from fracbench.tables.claims import wilson_ci
 
     rows = R.manifest_rows(r.dir, r.record.get("manifest_sha256"))
     if rows is None or not (r.dir / R.PREDICTIONS).exists():
@@ -165,8 +165,12 @@ def copy_subsets(r: Run) -> dict[str, dict[str, Any]] | None:
         correct = sum(int(p["score"] >= threshold) == p["label"] for p in sub)
         per_class = [[int(p["score"] >= threshold) == p["label"] for p in sub if p["label"] == c] for c in (0, 1)]
         pos = sum(p["label"] for p in sub)
-        out[name] = {"n": len(sub), "groups": len({group_of.get(p["id"], p["id"]) for p in sub}), "correct": correct, "accuracy": correct / len(sub) if sub else None,
-                     "accuracy_ci95": wilson_ci(correct, len(sub)) if sub else None,
+        # copies are not independent: the interval resamples duplicate groups (cluster bootstrap), not images
+        ci = (M.bootstrap_ci([p["label"] for p in sub], [p["score"] for p in sub], "accuracy", threshold,
+                             groups=[group_of.get(p["id"], p["id"]) for p in sub]) if sub else None)
+        out[name] = {"n": len(sub), "groups": len({group_of.get(p["id"], p["id"]) for p in sub}), "correct": correct,
+                     "accuracy": correct / len(sub) if sub else None,
+                     "accuracy_ci95": tuple(float(x) for x in ci) if ci is not None else None,
                      "balanced_accuracy": (sum(sum(k) / len(k) for k in per_class) / 2
                                            if all(per_class) else None),
                      "majority_accuracy": max(pos, len(sub) - pos) / len(sub) if sub else None}
@@ -175,7 +179,8 @@ def copy_subsets(r: Run) -> dict[str, dict[str, Any]] | None:
 
 def copies_evidence(runs: Sequence[Run], exp: Experiment | None = None) -> Evidence | None:
     """The published split's accuracy on its test images with a copy in train, as claim evidence (one seed:
-    its Wilson CI; several: the mean and the envelope); None when it cannot be recomputed."""
+    its cluster-bootstrap CI over duplicate groups; several: the mean and the envelope); None when it cannot be
+    recomputed."""
     subs = [copy_subsets(r) for r in runs]
     if not runs or any(s is None for s in subs):
         return None
@@ -185,7 +190,7 @@ def copies_evidence(runs: Sequence[Run], exp: Experiment | None = None) -> Evide
     bal = [c["balanced_accuracy"] for c in cells]
     return Evidence(statistics.fmean(c["accuracy"] for c in cells),
                     (min(c["accuracy_ci95"][0] for c in cells), max(c["accuracy_ci95"][1] for c in cells)),
-                    "95% Wilson CI", min(c["n"] for c in cells),
+                    "95% cluster-bootstrap CI (by copy group)", min(c["n"] for c in cells),
                     statistics.fmean(bal) if all(b is not None for b in bal) else None,
                     statistics.fmean(c["majority_accuracy"] for c in cells), n_groups=min(c["groups"] for c in cells),
                     budget=budget(runs, exp))
@@ -270,7 +275,8 @@ def leak_splits_table(runs_by_dataset: Mapping[str, Sequence[Run]], *, expect: S
              "the envelope of the seeds' 95% bootstrap CIs.",
              "Indented rows: the published-split record's accuracy on its test images that have an exact or near copy "
              "in train and on those that do not (from the record's manifest and predictions.csv at its threshold; "
-             "Wilson 95% CI). A test set made of copies scores what the first row scores.",
+             "95% cluster-bootstrap CI over duplicate groups). A test set made of copies scores what the first row "
+             "scores.",
              "Differences (a − b, in points), one effect rule: one seed per row and test sets that share images: "
              "a joint bootstrap over duplicate groups (the same groups drawn for both rows, the difference taken "
              "per resample); otherwise the difference of the two independent estimates with a "
@@ -350,7 +356,7 @@ def split_claims_table(runs: Sequence[Run], split_runs: Sequence[Run], experimen
              "reached only with train/test copies: the published split reaches it and no grouped split does; "
              "reached without copies: a grouped split reaches it; reached only on test images with a copy in "
              "train: no whole split does, but the published split's test images that have a copy in train do "
-             "(Wilson CI; leak_splits table); not reached on any split: none that ran does; "
+             "(cluster-bootstrap CI; leak_splits table); not reached on any split: none that ran does; "
              "no evidence: a split needed for the answer has too few images or no interval; not run: the "
              "published split was not run.",
              "at a reduced budget (...): the records behind the verdict are not the paper's configuration (its "
