@@ -75,12 +75,25 @@ def verified_crossings(prepared: Any, manifest: Manifest) -> Any:
     return _VERIFIED[key]
 
 
+def heldout_crossings(prepared: Any, manifest: Manifest) -> Any:
+    """The split verifier across the held-out boundary of ``manifest``: test images with a copy in train or in
+    val (val chooses the checkpoint and the threshold, so a copy there reaches the test score too)."""
+    from fracbench.copies import verify_split_cached
+
+    key = (id(prepared.index), manifest.fingerprint, "train+val")
+    if key not in _VERIFIED:
+        rows = _rows_by_index(prepared, manifest)
+        seen = list(rows["train"]) + list(rows.get("val", []))
+        _VERIFIED[key] = verify_split_cached(prepared.index, rows["test"], seen, manifest.fingerprint + "|train+val")
+    return _VERIFIED[key]
+
+
 class SplitLeakError(RuntimeError):
     """A split fracbench dealt itself has a test image with a copy in train: the grouping missed a copy."""
 
 
 def check_dealt_split(prepared: Any, manifest: Manifest, mode: str | None = None) -> None:
-    """Fail when a split that fracbench dealt by copy group has a test image with a copy in train.
+    """Fail when a split that fracbench dealt by copy group has a test image with a copy in train or val.
 
     Splits the user or the release made (the given folders, kept image by image) are not failed: their
     copies are the finding, reported by the audit and the records. Raises :class:`SplitLeakError` naming
@@ -88,7 +101,7 @@ def check_dealt_split(prepared: Any, manifest: Manifest, mode: str | None = None
     """
     if not prepared.dealt_by_fracbench(mode):
         return
-    res = verified_crossings(prepared, manifest)
+    res = heldout_crossings(prepared, manifest)
     if not res.crossings:
         return
     recs = prepared.index.records
@@ -96,7 +109,7 @@ def check_dealt_split(prepared: Any, manifest: Manifest, mode: str | None = None
     more = f" (+{len(res.crossings) - 20} more)" if len(res.crossings) > 20 else ""
     raise SplitLeakError(
         f"the split verifier found {len(res.crossings)} test image(s) of manifest {manifest.fingerprint[:12]} with a "
-        f"copy in train, although fracbench dealt it by copy group: {pairs}{more}. The copy groups missed these "
+        f"copy in train or val, although fracbench dealt it by copy group: {pairs}{more}. The copy groups missed these "
         "pairs; report it with `fracbench audit` output. Nothing was trained on this split.")
 
 

@@ -227,8 +227,9 @@ def deal_verified(dataset: str, root: Path, index: ImageIndex, groups: list[Copy
                   fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, mode: str = "given",
                   dealt: bool = True) -> tuple[Manifest, list[Fault], list[CopyGroup]]:
     """``make_manifest``, then, when fracbench ``dealt`` the test split by copy group, the split verifier
-    (fracbench.copies.verify_split, which never reads the groups): every copy it finds across train and test
-    joins its group and the split is dealt again, until none crosses (at most ``REPAIR_ROUNDS``).
+    (fracbench.copies.verify_split, which never reads the groups): every copy it finds between a test image and
+    a train or val image joins its group and the split is dealt again, until none crosses (at most
+    ``REPAIR_ROUNDS``).
 
     Returns the manifest, its faults and the groups (with the verifier's pairs merged in). A split that still
     has copies across after the last round is returned as it is: the run's check (fracbench.anatomy.
@@ -242,8 +243,9 @@ def deal_verified(dataset: str, root: Path, index: ImageIndex, groups: list[Copy
     pos = {r.id: i for i, r in enumerate(index.records)}
     for _ in range(REPAIR_ROUNDS):
         test = [pos[r.id] for r in manifest.rows if r.split == "test" and r.id in pos]
-        train = [pos[r.id] for r in manifest.rows if r.split == "train" and r.id in pos]
-        res = verify_split_cached(index, test, train, manifest.fingerprint)
+        # the held-out boundary: a test image may have no copy in train nor in val (val chooses the checkpoint)
+        seen = [pos[r.id] for r in manifest.rows if r.split in ("train", "val") and r.id in pos]
+        res = verify_split_cached(index, test, seen, manifest.fingerprint + "|train+val")
         if not res.crossings:
             break
         groups = merge_pairs(groups, [(c.query, c.base) for c in res.crossings])

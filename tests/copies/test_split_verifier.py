@@ -47,6 +47,19 @@ def test_a_dealt_split_with_a_copy_across_fails_naming_the_pair(tmp_path, monkey
         anatomy.check_dealt_split(p, leaky)
 
 
+def test_a_dealt_split_with_a_test_image_copied_in_val_fails_too(tmp_path, monkeypatch):
+    """Val chooses the checkpoint and the threshold: a test image with a copy in val leaks into the test score
+    as surely as one in train. The verifier checks the held-out boundary against train and val."""
+    monkeypatch.setenv("FRACBENCH_CACHE", str(tmp_path / "cache"))
+    _folder(tmp_path / "set", splits=False)
+    p = prepare("imagefolder", tmp_path / "set", progress=False)
+    rows = [replace(r, split="test" if r.id == "fractured/r1_turned" else "val" if r.id == "fractured/r1" else
+                    "train" if r.split == "test" else r.split) for r in p.manifest.rows]
+    leaky = replace(p.manifest, rows=rows)
+    with pytest.raises(anatomy.SplitLeakError, match=r"fractured/r1_turned ~ fractured/r1 \(aligned\)"):
+        anatomy.check_dealt_split(p, leaky)
+
+
 def test_a_given_split_is_kept_image_by_image_and_its_copies_counted(tmp_path, monkeypatch):
     monkeypatch.setenv("FRACBENCH_CACHE", str(tmp_path / "cache"))
     _folder(tmp_path / "set", splits=True)
