@@ -133,10 +133,20 @@ class Verdict:
         return with_budget(self.verdict, self.budget)
 
 
+UNDECIDED = "undecided"  # what a negative verdict over reduced-budget records is shown as
+_NEGATIVE = ("not reproduced", "not reached on any split")
+
+
 def with_budget(verdict: str, budget: str) -> str:
-    """``verdict`` followed by the budget clause when ``budget`` says the run was not the paper's configuration."""
+    """``verdict`` followed by the budget clause when ``budget`` says the run was not the paper's configuration.
+
+    A run shorter than the paper's that does reach a claim shows that the claim can be reached; one that does
+    not shows nothing about the paper's configuration: its negative verdict is shown as "undecided", never as
+    "not reached" or "not reproduced" (that would read as a property of the claim, not of the budget)."""
     if not budget or verdict in _NO_JUDGEMENT:
         return verdict
+    if verdict in _NEGATIVE:
+        return f"{UNDECIDED} {REDUCED_BUDGET} ({budget}): the paper's configuration not run"
     return f"{verdict} {REDUCED_BUDGET} ({budget})"
 
 
