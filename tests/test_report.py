@@ -1,4 +1,4 @@
-"""Tests for fracbench.report: one offline page with the disclaimer, the tables and embedded figures."""
+"""Tests for fracbench.claims.report: one offline page with the disclaimer, the tables and embedded figures."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from test_figures import make_results
 
-from fracbench.figures import write_figures
-from fracbench.report import DISCLAIMER, write_report
-from fracbench.tables import build_tables, load_claims, load_experiments, load_runs
+from fracbench.claims.figures import write_figures
+from fracbench.claims.report import DISCLAIMER, write_report
+from fracbench.claims.tables import build_tables, load_claims, load_experiments, load_runs
 
 
 @pytest.fixture
