@@ -1,13 +1,13 @@
 """Entry point for `python gradio_app.py` (and `gradio gradio_app.py`): the fracbench demo.
 
-Research software, not a medical device. The page and its options live in fracbench.demo;
+Research software, not a medical device. The page and its options live in fracbench.app.demo;
 `fracbench demo --help` lists them. FRACBENCH_LOOKUP_DATA=DATASET[:PATH] indexes that dataset for
 the "is this image in the training set?" lookup on the second tab.
 """
 
 import os
 
-from fracbench.demo import launch
+from fracbench.app.demo import launch
 
 
 def __getattr__(name: str):
@@ -15,7 +15,7 @@ def __getattr__(name: str):
     # (or training) a model takes a while and importing this file should not.
     if name == "demo":
         global demo
-        from fracbench.demo import prepare
+        from fracbench.app.demo import prepare
 
         demo = prepare(lookup_data=os.environ.get("FRACBENCH_LOOKUP_DATA") or None)
         return demo

@@ -207,8 +207,8 @@ def fracbench_trainer(cache, rows: np.ndarray, model_name: str, *, channels_last
     """
     from torch import nn
 
-    from fracbench.loader import BatchLoader, random_flip
-    from fracbench.train import train_one_epoch
+    from fracbench.data.loader import BatchLoader, random_flip
+    from fracbench.training.train import train_one_epoch
 
     model = make_model(model_name, cache.size, seed)
     if channels_last:

@@ -27,10 +27,10 @@ def train_epoch(spec: dict[str, Any]) -> dict[str, Any]:
     from torch import nn
 
     from fracbench.data.cache import DECODE_COUNTER, build_cache
+    from fracbench.data.loader import BatchLoader, random_flip
     from fracbench.data.manifest import Manifest
-    from fracbench.loader import BatchLoader, random_flip
     from fracbench.models import create_model
-    from fracbench.train import train_one_epoch
+    from fracbench.training.train import train_one_epoch
 
     manifest = Manifest.read(spec["manifest"], spec["dataset"], spec["root"])
     cache = build_cache(manifest, int(spec["size"]), root=Path(spec["cache_root"]), progress=False)
@@ -57,7 +57,7 @@ def train_epoch(spec: dict[str, Any]) -> dict[str, Any]:
 
 def serve_demo(spec: dict[str, Any]) -> None:
     """Serve the demo, say where, wait for a line on stdin (the requests are done), report the peak RSS."""
-    from fracbench.demo import launch
+    from fracbench.app.demo import launch
 
     demo = launch(spec["checkpoint"], results=spec["results"], port=int(spec["port"]), prevent_thread_lock=True,
                   progress=False, echo=lambda *a, **k: None)

@@ -19,7 +19,7 @@ from _benchlib import SIZES, describe, median, run_pedantic, time_calls
 
 from fracbench.data.cache import DECODE_COUNTER, build_cache, resize_square
 from fracbench.data.decode import decode_image
-from fracbench.loader import BatchLoader
+from fracbench.data.loader import BatchLoader
 
 
 def _cold_epoch(paths, size: int):

@@ -87,7 +87,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served_demo(bench_checkpoints):
-    from fracbench.demo import launch
+    from fracbench.app.demo import launch
 
     demo = launch(bench_checkpoints["paper_cnn"], results=bench_checkpoints["_results"], port=_free_port(),
                   prevent_thread_lock=True, progress=False, echo=lambda *a, **k: None)

@@ -131,7 +131,7 @@ def _bare_epoch(model_name: str, size: int, cache, train_rows, eval_cache, eval_
     """
     import torch
 
-    from fracbench.loader import BatchLoader
+    from fracbench.data.loader import BatchLoader
 
     model = make_model(model_name, size)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -159,8 +159,8 @@ def _pipeline_epoch(model_name: str, size: int, cache, train_rows, eval_cache, e
     """fracbench's epoch: BatchLoader + flip + ``train_one_epoch``, then ``evaluate`` over the eval rows."""
     import torch
 
-    from fracbench.loader import AUGMENTS, BatchLoader
-    from fracbench.train import evaluate, train_one_epoch
+    from fracbench.data.loader import AUGMENTS, BatchLoader
+    from fracbench.training.train import evaluate, train_one_epoch
 
     model = make_model(model_name, size)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -229,8 +229,8 @@ def _eval_setup(model_name: str, size: int, eval_cache, eval_rows, batch: int):
     import torch
 
     from fracbench.config import TrainConfig
-    from fracbench.loader import BatchLoader
-    from fracbench.train import eval_batch_size, evaluate_passes
+    from fracbench.data.loader import BatchLoader
+    from fracbench.training.train import eval_batch_size, evaluate_passes
 
     model = make_model(model_name, size)
     model.eval()

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fracbench.config import PRECISIONS, TrainConfig  # noqa: E402
 from fracbench.models import create_model  # noqa: E402
-from fracbench.train import _autocast  # noqa: E402
+from fracbench.training.train import _autocast  # noqa: E402
 
 
 def bare_step_rate(precision: str, size: int, batch: int = 32, steps: int = 16, warmup: int = 2,
@@ -64,7 +64,7 @@ def bare_step_rate(precision: str, size: int, batch: int = 32, steps: int = 16, 
 def short_run(precision: str, data_dir: str, size: int, epochs: int, max_train: int, out: Path) -> dict:
     from fracbench.data import prepare
     from fracbench.data.cache import build_cache
-    from fracbench.train import fit
+    from fracbench.training.train import fit
 
     prepared = prepare("fracatlas", data_dir, progress=False)
     cache = build_cache(prepared.manifest, size, progress=False)

@@ -102,7 +102,7 @@ def _data(args: argparse.Namespace) -> int:
         print_result(f"wrote {out}: {len(prepared.manifest.rows)} images, "
                      f"fingerprint {prepared.manifest.fingerprint[:16]}")
         return 0
-    from fracbench.data.summary import summarize
+    from fracbench.claims.summary import summarize
 
     summary = summarize(prepared)
     if args.json:
@@ -114,9 +114,9 @@ def _data(args: argparse.Namespace) -> int:
 
 def _data_subgroups(args: argparse.Namespace) -> int:
     """Write the dataset's subgroups CSV (reads metadata only, no images); exit 2 when it has none."""
+    from fracbench.claims.subgroups import subgroups_path, write_subgroups
     from fracbench.data import open_dataset
     from fracbench.paths import default_results_dir
-    from fracbench.subgroups import subgroups_path, write_subgroups
 
     ds = open_dataset(args.dataset, args.data_dir)
     groups = ds.subgroups()
@@ -184,7 +184,7 @@ def _configure_list(p: argparse.ArgumentParser) -> None:
 
 @command("list", "registered experiments (baselines/*.yaml)", _configure_list)
 def _list(args: argparse.Namespace) -> int:
-    from fracbench.experiments import load_all
+    from fracbench.training.experiments import load_all
 
     reg = load_all()
     rows = []
@@ -246,7 +246,7 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
 
 
 def _launch_options(args: argparse.Namespace):
-    from fracbench.launch import LaunchOptions
+    from fracbench.app.launch import LaunchOptions
 
     return LaunchOptions(args.launcher, partition=args.slurm_partition, gpus_per_job=args.gpus_per_job,
                          cpus_per_job=args.cpus_per_job, timeout_min=args.timeout_min, max_parallel=args.max_parallel)
@@ -257,13 +257,13 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fracbench.paths import default_results_dir
-    from fracbench.runner import run_experiments, select
+    from fracbench.runs.runner import run_experiments, select
 
     if not args.all and not args.names:
         console.print("name experiments to run, or use --all (see `fracbench list`)")
         return 2
     if args.plan:
-        from fracbench.runner import plan_run
+        from fracbench.runs.runner import plan_run
 
         plan_run(select(args.names, args.all), dataset=args.dataset, data_dir=args.data_dir, profile=args.profile,
                  n_seeds=args.seeds, device=args.device, progress=not args.quiet, precision=args.precision,
@@ -290,7 +290,7 @@ def _run(args: argparse.Namespace) -> int:
         console.print(judges_nothing, markup=False, highlight=False)
     if not args.no_tables:
         try:
-            from fracbench.tables import write_tables
+            from fracbench.claims.tables import write_tables
 
             paths = write_tables(results)
             console.print(f"tables written to {results / 'tables'} ({len(paths)} files)")
@@ -321,7 +321,7 @@ def write_run_report(results, data_dir: str | None = None):
     The report is derived from the records; a problem writing it is said on stderr (with the
     command that retries it) and never changes the run's exit status. Returns the path, or None.
     """
-    from fracbench.report import write_report
+    from fracbench.claims.report import write_report
 
     try:
         _draw_figures(results, data_dir)
@@ -363,7 +363,7 @@ def _train(args: argparse.Namespace) -> int:
     from fracbench.data.cache import build_cache
     from fracbench.models import MODELS
     from fracbench.paths import adhoc_dir
-    from fracbench.train import fit
+    from fracbench.training.train import fit
 
     MODELS.get(args.model)  # fail fast, with close matches, before any data work
     cfg = TrainConfig(model=args.model, protocol=args.protocol, seed=args.seed).replace(
@@ -396,7 +396,7 @@ def _configure_tables(p: argparse.ArgumentParser) -> None:
 def _tables(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fracbench.tables import write_cross_tables, write_tables
+    from fracbench.claims.tables import write_cross_tables, write_tables
 
     given = [Path(p) for p in args.results or []]
     for p in given:
@@ -568,7 +568,7 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
 
 @command("demo", "web demo: upload an X-ray, see P(fracture), the decision and Grad-CAM", _configure_demo)
 def _demo(args: argparse.Namespace) -> int:
-    from fracbench.demo import launch
+    from fracbench.app.demo import launch
 
     launch(args.checkpoint, share=args.share, auth=args.auth, host=args.host, port=args.port,
            results=args.results, allow_pickle=args.allow_pickle, progress=not args.quiet,
@@ -600,7 +600,7 @@ def _configure_audit(p: argparse.ArgumentParser) -> None:
 def _audit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fracbench.audit import audit, decode_group_images, print_audit, write_audit
+    from fracbench.claims.audit import audit, decode_group_images, print_audit, write_audit
     from fracbench.data import prepare
     from fracbench.data.manifest import Manifest
     from fracbench.paths import adhoc_dir
@@ -658,7 +658,7 @@ def _configure_check(p: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fracbench import check as C
+    from fracbench.claims import check as C
     from fracbench.data import DATASETS, prepare
     from fracbench.paths import adhoc_dir
     from fracbench.registry import UnknownNameError
@@ -724,7 +724,7 @@ def _draw_figures(results, data_dir: str | None) -> list:
     import json as _json
     from pathlib import Path
 
-    from fracbench.figures import find_data_root, write_figures
+    from fracbench.claims.figures import find_data_root, write_figures
 
     root = Path(data_dir) if data_dir else None
     if root is None:
@@ -764,7 +764,7 @@ def _configure_report(p: argparse.ArgumentParser) -> None:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fracbench.report import write_report, write_reports
+    from fracbench.claims.report import write_report, write_reports
 
     given = [Path(p) for p in args.results or []]
     for p in given:
@@ -776,14 +776,14 @@ def _report(args: argparse.Namespace) -> int:
         return 2
     for results in folders:
         if not args.no_refresh:
-            from fracbench.tables import write_tables
+            from fracbench.claims.tables import write_tables
 
             write_tables(results)
             _draw_figures(results, args.data_dir)
         print_result(f"Report: {write_report(results)}")
     if len(given) != 1:
         if not args.no_refresh:
-            from fracbench.tables import write_cross_tables
+            from fracbench.claims.tables import write_cross_tables
 
             write_cross_tables(folders)
         print_result(f"Report: {write_reports(folders, args.out)}")

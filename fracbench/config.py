@@ -34,7 +34,7 @@ class TrainConfig:
     schedule: str = "none"  # none | step | cosine | onecycle
     class_weights: str = "none"  # none | balanced (inverse class frequency in the loss)
     augment: str = "flip"  # none | flip (the tutorial's random horizontal flip) | radiograph
-    protocol: str = "honest"  # honest | as_published (see fracbench.protocols)
+    protocol: str = "honest"  # honest | as_published (see fracbench.training.protocols)
     early_stopping: int = 0  # patience in epochs on the selection metric; 0 = train all epochs
     max_train_images: int = 0  # subsample the training split (0 = all); profiles use it to fit a time budget
     seed: int = 0  # model init, batch order, augmentation

@@ -14,6 +14,7 @@ instead of a number that looks measured.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,6 +32,7 @@ __all__ = [
     "joint_bootstrap_diff",
     "metrics_with_ci",
     "n_groups",
+    "wilson_ci",
 ]
 
 # Every key of binary_metrics that is a rate in [0, 1] (or nan). Kappa is not one: it lies in
@@ -474,3 +476,14 @@ def joint_bootstrap_diff(
     point = binary_metrics(arms[0][0], arms[0][1], arms[0][2])[metric] - \
         binary_metrics(arms[1][0], arms[1][1], arms[1][2])[metric]
     return float(point), _percentile_ci(da[metric] - db[metric], alpha)
+
+
+def wilson_ci(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval of a proportion successes/n (95% by default); (0, 1) for n = 0."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, centre - half), min(1.0, centre + half))

@@ -62,7 +62,7 @@ def fracatlas_root() -> Path:
 
 def die_after_saves(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
     """Make training raise KeyboardInterrupt right after its ``n``-th resume state (last.pt) is written."""
-    import fracbench.train as T
+    import fracbench.training.train as T
 
     real_save = T._save_last
     calls = {"n": 0}

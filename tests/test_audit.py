@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from fracbench.audit import audit, decode_group_images, write_audit
+from fracbench.claims.audit import audit, decode_group_images, write_audit
 from fracbench.data import prepare
 from fracbench.data.manifest import Manifest, ManifestRow
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from test_tables import fake_run
 
 from fracbench import results as R
-from fracbench.report import render_report
-from fracbench.tables import write_tables
+from fracbench.claims.report import render_report
+from fracbench.claims.tables import write_tables
 
 
 def test_smoke_synthetic_tables_and_report_carry_the_banner(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    from fracbench.demo import launch
+    from fracbench.app.demo import launch
     from fracbench.models import create_model
     from fracbench.serving.checkpoint import save_checkpoint
 
@@ -123,7 +123,7 @@ def test_upload_shows_probability_and_heatmap(served, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def served_with_findings(tmp_path_factory: pytest.TempPathFactory):
     """A demo whose results folder holds a claims table, so the findings tab has something to render."""
-    from fracbench.demo import launch
+    from fracbench.app.demo import launch
     from fracbench.models import create_model
     from fracbench.serving.checkpoint import save_checkpoint
 
@@ -191,7 +191,7 @@ _BROKEN_WORDS_JS = """
 @pytest.fixture(scope="module")
 def served_with_committed_claims(tmp_path_factory: pytest.TempPathFactory):
     """A demo showing the repository's own claims table (long cells, 14 columns) and its headline."""
-    from fracbench.demo import launch
+    from fracbench.app.demo import launch
     from fracbench.models import create_model
     from fracbench.serving.checkpoint import save_checkpoint
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from _check_trees import radiograph_png
 
-from fracbench.check import check, parse_claims
+from fracbench.claims.check import check, parse_claims
 from fracbench.cli import main
 from fracbench.data import prepare
 
@@ -155,7 +155,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 
 
 def test_verdict_rules_on_given_numbers() -> None:
-    from fracbench.check import judge_claim
+    from fracbench.claims.check import judge_claim
 
     lookup = {"accuracy": 0.80, "ci": [0.75, 0.85]}
     fmt = {"accuracy_scale": 1.25, "tutorial_jpg_count": 80, "images": 100}

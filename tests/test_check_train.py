@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from _check_trees import radiograph_png
 
-from fracbench.check import judge_trained, train_config, trained_metrics
+from fracbench.claims.check import judge_trained, train_config, trained_metrics
 from fracbench.cli import main
 
 N_TRAIN = 40  # t0..t39, odd seeds fractured

@@ -1,4 +1,4 @@
-"""fracbench.tables.claims: the verdict rules (pure) and the CI scaling the claims table applies."""
+"""fracbench.claims.tables.claims: the verdict rules (pure) and the CI scaling the claims table applies."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from test_tables import EXPERIMENTS, bare, fake_run
 
 from fracbench import results as R
-from fracbench.tables import Claim, claims_table, load_runs
-from fracbench.tables.claims import (
+from fracbench.claims.tables import Claim, claims_table, load_runs
+from fracbench.claims.tables.claims import (
     LOSS_RELATIVE_TOLERANCE,
     MIN_TEST_GROUPS,
     VERDICTS,
@@ -153,7 +153,7 @@ def test_claims_footnote_counts_train_fit_apart(tmp_path: Path) -> None:
 
 def test_headline_numbers_come_from_claims_yaml(tmp_path: Path) -> None:
     """Table 1's last row and the leak table read the paper's 0.999/0.998 from the claims, not from code."""
-    from fracbench.tables import leak_table, load_claims, table1
+    from fracbench.claims.tables import leak_table, load_claims, table1
 
     res = tmp_path / "results"
     fake_run(res, "paper_cnn_as_published", 0, "as_published", train_loss=[0.7], test_accuracy=[0.8])
@@ -163,7 +163,7 @@ def test_headline_numbers_come_from_claims_yaml(tmp_path: Path) -> None:
     sel = table1(runs, EXPERIMENTS, claims).rows[-1]
     assert sel[0] == "reported checkpoint" and sel.count("0.123") == 2
     assert "0.123" in " ".join(leak_table(runs, EXPERIMENTS, claims).footnotes)
-    from fracbench.tables.inputs import paper_claim
+    from fracbench.claims.tables.inputs import paper_claim
 
     with pytest.raises(ValueError, match="no claim with id 'nonexistent'"):
         paper_claim("nonexistent", claims)

@@ -13,10 +13,10 @@ from rich.console import Console
 
 from fracbench import progress
 from fracbench.cli import main
-from fracbench.experiments import load_all
 from fracbench.models import MODELS
 from fracbench.output import print_table
-from fracbench.runner import Outcome, print_summary
+from fracbench.runs.runner import Outcome, print_summary
+from fracbench.training.experiments import load_all
 
 
 @pytest.fixture(autouse=True)
@@ -122,7 +122,7 @@ def test_tables_and_report_print_paths_on_stdout(tmp_path: Path, capsys: pytest.
 
 def _fake_run(monkeypatch: pytest.MonkeyPatch) -> list:
     """Replace the training itself: run_experiments returns one completed outcome, and is recorded."""
-    import fracbench.runner
+    import fracbench.runs.runner
 
     calls: list = []
 
@@ -130,7 +130,7 @@ def _fake_run(monkeypatch: pytest.MonkeyPatch) -> list:
         calls.append(([e.name for e in experiments], kwargs))
         return [Outcome("paper_cnn_honest", 0, "complete", {"dataset": "synthetic"})]
 
-    monkeypatch.setattr(fracbench.runner, "run_experiments", run_experiments)
+    monkeypatch.setattr(fracbench.runs.runner, "run_experiments", run_experiments)
     return calls
 
 
@@ -150,14 +150,14 @@ def test_run_ends_by_writing_the_report(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_run_report_failure_is_said_and_does_not_fail_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    import fracbench.report
+    import fracbench.claims.report
 
     _fake_run(monkeypatch)
 
     def broken(results, *args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(fracbench.report, "write_report", broken)
+    monkeypatch.setattr(fracbench.claims.report, "write_report", broken)
     res = tmp_path / "res"
     assert main(["run", "paper_cnn_honest", "--results", str(res), "--no-tables", "--quiet"]) == 0
     out = capsys.readouterr()

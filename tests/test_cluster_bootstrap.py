@@ -143,8 +143,8 @@ def test_joint_bootstrap_with_partly_shared_images() -> None:
 
 
 def test_too_few_counts_groups_not_images() -> None:
-    from fracbench.tables.claims import Evidence, judge, too_few
-    from fracbench.tables.effects import seed_effect
+    from fracbench.claims.tables.claims import Evidence, judge, too_few
+    from fracbench.claims.tables.effects import seed_effect
 
     # 200 images in 5 duplicate groups: 5 units of evidence
     ev = Evidence(0.99, (0.98, 1.0), "95% bootstrap CI", n_images=200, balanced=0.99, majority=0.5, n_groups=5)
@@ -158,7 +158,7 @@ def test_too_few_counts_groups_not_images() -> None:
 
 
 def test_accuracy_effect_across_class_balance_is_not_shown() -> None:
-    from fracbench.tables.effects import balance_differs
+    from fracbench.claims.tables.effects import balance_differs
 
     why = balance_differs(0.18, 0.52)
     assert why.startswith("class balance differs: 0.18 vs 0.52 fractured") and "AUROC" in why
@@ -166,7 +166,7 @@ def test_accuracy_effect_across_class_balance_is_not_shown() -> None:
 
 
 def test_link_groups_merges_through_shared_images() -> None:
-    from fracbench.tables.paired import link_groups
+    from fracbench.claims.tables.paired import link_groups
 
     ka, kb = link_groups(["x", "y", "z"], ["g1", "g1", "g2"], ["z", "w", "v"], ["h1", "h1", "h2"])
     # z links a's g2 with b's h1, so w (h1) is in z's unit; y stays with x; v alone

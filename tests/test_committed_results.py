@@ -105,7 +105,7 @@ def test_the_checks_pass_on_a_fresh_record_and_catch_a_changed_one(tmp_path: Pat
     from fracbench.data import prepare
     from fracbench.data.cache import build_cache
     from fracbench.data.synthetic import SyntheticSpec, generate
-    from fracbench.train import fit
+    from fracbench.training.train import fit
 
     generate(SyntheticSpec(count=120, size=48, seed=4), tmp_path / "data")
     manifest = prepare("synthetic", tmp_path / "data", progress=False).manifest

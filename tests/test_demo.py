@@ -1,4 +1,4 @@
-"""Tests for fracbench.demo: every bad upload becomes a sentence; the served page answers gradio_client."""
+"""Tests for fracbench.app.demo: every bad upload becomes a sentence; the served page answers gradio_client."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fracbench import demo as demo_module  # sets GRADIO_ANALYTICS_ENABLED=False before gradio loads
+from fracbench.app import demo as demo_module  # sets GRADIO_ANALYTICS_ENABLED=False before gradio loads
+from fracbench.app.demo import DISCLAIMER, Analyzer, DemoError, launch, make_examples, model_panel, prepare
 from fracbench.data.synthetic import render_case
-from fracbench.demo import DISCLAIMER, Analyzer, DemoError, launch, make_examples, model_panel, prepare
 from fracbench.models import create_model
 from fracbench.serving.checkpoint import save_checkpoint
 
@@ -303,7 +303,7 @@ def test_analyse_reports_the_ood_guard(tmp_path: Path, ckpt_path: Path) -> None:
 
 
 def test_results_tables_are_found_and_titled(tmp_path: Path) -> None:
-    from fracbench.demo import results_tables
+    from fracbench.app.demo import results_tables
 
     assert results_tables(tmp_path) == []  # none: robust, no error
     (tmp_path / "fracatlas" / "tables").mkdir(parents=True)
@@ -386,8 +386,8 @@ def _claims_row(path: Path) -> dict[str, str]:
 
 def test_headline_is_the_committed_claims_tables_verdict() -> None:
     """One line, read from results/tables/claims.csv (what `fracbench tables` wrote and the report shows)."""
-    from fracbench.demo import LOCAL_RUN, headline_markdown
-    from fracbench.tables.headline import headline_verdict
+    from fracbench.app.demo import LOCAL_RUN, headline_markdown
+    from fracbench.claims.tables.headline import headline_verdict
 
     h = headline_verdict(REPO_RESULTS)
     assert h is not None and h.source == REPO_RESULTS / "tables" / "claims.csv"
@@ -401,7 +401,7 @@ def test_headline_is_the_committed_claims_tables_verdict() -> None:
 
 
 def test_headline_from_a_local_claims_table_is_labelled(tmp_path: Path) -> None:
-    from fracbench.demo import LOCAL_RUN, headline_markdown
+    from fracbench.app.demo import LOCAL_RUN, headline_markdown
 
     (tmp_path / "synthetic" / "tables").mkdir(parents=True)
     (tmp_path / "synthetic" / "tables" / "claims.csv").write_text(
@@ -417,7 +417,7 @@ def test_headline_from_a_local_claims_table_is_labelled(tmp_path: Path) -> None:
 def test_page_opens_with_the_headline_and_labels_local_tables(ckpt_path: Path, tmp_path: Path) -> None:
     import gradio as gr
 
-    from fracbench.demo import LOCAL_RUN, build_demo
+    from fracbench.app.demo import LOCAL_RUN, build_demo
 
     (tmp_path / "tables").mkdir()
     (tmp_path / "tables" / "claims.csv").write_text(
@@ -432,7 +432,7 @@ def test_page_opens_with_the_headline_and_labels_local_tables(ckpt_path: Path, t
 
 
 def test_committed_tables_are_not_labelled_local() -> None:
-    from fracbench.demo import LOCAL_RUN, committed, provenance
+    from fracbench.app.demo import LOCAL_RUN, committed, provenance
 
     claims = REPO_RESULTS / "tables" / "claims.md"
     if not committed(claims):
@@ -441,7 +441,7 @@ def test_committed_tables_are_not_labelled_local() -> None:
 
 
 def test_findings_css_never_breaks_words_and_scrolls_tables() -> None:
-    from fracbench.demo import FINDINGS_CSS, _launch_kwargs
+    from fracbench.app.demo import FINDINGS_CSS, _launch_kwargs
 
     for rule in ("word-break: normal", "overflow-wrap: normal", "hyphens: none", "overflow-x: auto"):
         assert rule in FINDINGS_CSS

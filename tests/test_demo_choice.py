@@ -104,7 +104,7 @@ def test_without_fracatlas_the_external_and_split_mode_runs_are_still_not_chosen
 
 
 def test_the_picker_offers_every_model_labelled_with_dataset_and_split(tmp_path: Path) -> None:
-    from fracbench.demo import Analyzer
+    from fracbench.app.demo import Analyzer
     from fracbench.serving.predict import find_checkpoints
 
     fa = _run(tmp_path / "fracatlas", "paper_cnn_honest", "fracatlas", 0.71)

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fracbench import demo as demo_module  # sets GRADIO_ANALYTICS_ENABLED=False before gradio loads
+from fracbench.app import demo as demo_module  # sets GRADIO_ANALYTICS_ENABLED=False before gradio loads
 from fracbench.data.synthetic import render_case
 from fracbench.models import create_model
 from fracbench.serving.checkpoint import save_checkpoint

@@ -1,4 +1,4 @@
-"""Effects with a CI or "no evidence" (fracbench.tables.effects), the split of effect (i), the real .jpg effect."""
+"""Effects with a CI or "no evidence" (fracbench.claims.tables.effects), the split of effect (i), the real .jpg effect."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 from test_tables import EXPERIMENTS, fake_run
 
 from fracbench import results as R
-from fracbench.inflation import jpg_denominator_effect, selection_decomposition
-from fracbench.tables import load_runs, protocol_table
-from fracbench.tables.claims import MIN_TEST_GROUPS
-from fracbench.tables.effects import MIN_SEEDS, pair_effect, seed_effect, t975
-from fracbench.tables.leak import leak_effect
+from fracbench.claims.inflation import jpg_denominator_effect, selection_decomposition
+from fracbench.claims.tables import load_runs, protocol_table
+from fracbench.claims.tables.claims import MIN_TEST_GROUPS
+from fracbench.claims.tables.effects import MIN_SEEDS, pair_effect, seed_effect, t975
+from fracbench.claims.tables.leak import leak_effect
 
 
 def test_seed_effect_ci_uses_student_t() -> None:
@@ -99,7 +99,7 @@ def _leak_record(res: Path, variant: str, accuracy: float, ci: tuple[float, floa
 
 def test_claims_and_leak_tables_state_the_leak_by_one_rule(tmp_path: Path) -> None:
     """Overlapping CIs: the leak table says no evidence, and so does the claims table (never '+4.17 points')."""
-    from fracbench.tables import Claim, claims_table, leak_table
+    from fracbench.claims.tables import Claim, claims_table, leak_table
 
     res = tmp_path / "results"
     _leak_record(res, "naive", 0.7361, (0.66, 0.81))

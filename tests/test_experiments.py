@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import fracbench.models  # noqa: F401  (registers the models)
+from fracbench.claims.tables import CLAIMS_FILE, KNOWN_METRICS, load_experiments
 from fracbench.config import PROTOCOLS, TrainConfig
-from fracbench.experiments import PROFILES, baselines_dir, load_experiment
 from fracbench.models import MODELS, create_model
-from fracbench.tables import CLAIMS_FILE, KNOWN_METRICS, load_experiments
+from fracbench.training.experiments import PROFILES, baselines_dir, load_experiment
 
 TABLES = ("table1", "table2", "table3", "hparam", "reference", "audit", "anatomy")
 FILES = sorted(p for p in baselines_dir().glob("*.yaml") if p.name != CLAIMS_FILE)
@@ -86,7 +86,7 @@ def test_smoke_profile_is_tiny(path: Path) -> None:
 def test_multiregion_cpu_profile_is_the_papers_size_past_epoch_14() -> None:
     """The claim-anatomy suite's cpu profile trains at the paper's 150 px and past the paper's epoch-14 point
     (abstract: 99.82% at epoch 14), so a cpu run can be read beside that claim."""
-    from fracbench.experiments import baselines_dir, load_experiment
+    from fracbench.training.experiments import baselines_dir, load_experiment
 
     paths = sorted(baselines_dir().glob("multiregion_*.yaml"))
     assert len(paths) == 5

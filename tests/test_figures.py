@@ -1,4 +1,4 @@
-"""Tests for fracbench.figures: which PNGs are written, that they are valid, deterministic and current."""
+"""Tests for fracbench.claims.figures: which PNGs are written, that they are valid, deterministic and current."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from fracbench import results as R
+from fracbench.claims.figures import caption, write_figures
+from fracbench.claims.tables import load_experiments
 from fracbench.data.manifest import Manifest, ManifestRow
-from fracbench.figures import caption, write_figures
 from fracbench.io import atomic_write_json
-from fracbench.tables import load_experiments
 
 EXPERIMENTS = load_experiments()
 N_TEST, N_VAL = 24, 12
@@ -164,7 +164,7 @@ def test_cli_figures(tree: tuple[Path, Path]) -> None:
 
 def _drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Capture each figure object as write_figures saves it, by file name."""
-    import fracbench.figures as F
+    import fracbench.claims.figures as F
 
     figs: dict[str, Any] = {}
     real = F._save
@@ -263,7 +263,7 @@ def test_split_curves_show_the_papers_table1_beside_both_splits(tmp_path: Path,
     values (baselines/paper_cnn_as_published.yaml), labelled as the paper's."""
     from test_splits import split_run
 
-    from fracbench.tables.splits import SPLIT_ROWS
+    from fracbench.claims.tables.splits import SPLIT_ROWS
 
     res = tmp_path / "results" / "multiregion"
     for i, (split, protocol, name) in enumerate(SPLIT_ROWS):

@@ -50,7 +50,7 @@ from pydicom.uid import (
 
 from fracbench.data.cache import resize_square
 from fracbench.data.decode import MAX_PIXELS, DecodeError, decode_bytes
-from fracbench.loader import to_input
+from fracbench.data.loader import to_input
 from fracbench.models import create_model
 from fracbench.serving.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fracbench.serving.predict import predict_array

@@ -29,7 +29,6 @@ import torch
 
 from fracbench import io as fio
 from fracbench import results as R
-from fracbench import train as T
 from fracbench.config import TrainConfig
 from fracbench.data import prepare
 from fracbench.data.cache import DecodedCache, build_cache
@@ -37,6 +36,7 @@ from fracbench.data.manifest import Manifest
 from fracbench.data.synthetic import SyntheticSpec, generate
 from fracbench.models import create_model
 from fracbench.serving.checkpoint import load_checkpoint, save_checkpoint
+from fracbench.training import train as T
 
 SIZE = 32
 VOLATILE = {"seconds", "images_per_second"}  # timing fields of epochs.jsonl
@@ -213,7 +213,7 @@ def test_resume_with_dropout_matches_uninterrupted(cache: DecodedCache, tmp_path
 _TRAIN = """
 import json, sys, torch
 torch.set_num_threads(1)
-import fracbench.train as T
+import fracbench.training.train as T
 from fracbench.config import TrainConfig
 from fracbench.data.cache import build_cache
 from fracbench.data.manifest import Manifest
@@ -410,7 +410,7 @@ def test_second_run_on_the_same_results_is_refused(syn_root: Path, tmp_path: Pat
     # the first run stops after its first epoch's resume state is saved (so it holds the lock and is mid-run),
     # prints "paused" and waits for a line on stdin: the second run is concurrent by construction, not by timing
     first_code = (
-        "import sys\nimport fracbench.train as T\nfrom fracbench.cli import main\nreal = T._save_last\n"
+        "import sys\nimport fracbench.training.train as T\nfrom fracbench.cli import main\nreal = T._save_last\n"
         "def save(*a, **k):\n    real(*a, **k)\n    if a[-1][0]['epoch'] == 0:\n"
         "        print('paused', flush=True); sys.stdin.readline()\n"
         "T._save_last = save\nsys.exit(main(sys.argv[1:]))\n")

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from fracbench import results as R
-from fracbench.experiments import Experiment
-from fracbench.launch import LaunchOptions, TrajectoryJob, executor_parameters, parallel_wall, resolve
-from fracbench.runner import run_experiments
+from fracbench.app.launch import LaunchOptions, TrajectoryJob, executor_parameters, parallel_wall, resolve
+from fracbench.runs.runner import run_experiments
+from fracbench.training.experiments import Experiment
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -97,7 +97,7 @@ def _local(k: int = 2) -> LaunchOptions:
 def test_four_jobs_give_the_sequential_records_and_tables(syn, tmp_path, child_path):
     import torch
 
-    from fracbench.tables import write_tables
+    from fracbench.claims.tables import write_tables
 
     exps = [_exp("alpha"), _exp("beta", lr=3e-3)]
     kw = dict(dataset="synthetic", data_dir=str(syn), profile="smoke", progress=False)
@@ -147,7 +147,7 @@ class DyingJob(TrajectoryJob):
 def test_killed_job_resumes_on_resubmission_to_the_same_record(syn, tmp_path, child_path, monkeypatch):
     import torch
 
-    import fracbench.launch as Lm
+    import fracbench.app.launch as Lm
 
     exps = [_exp("gamma", epochs=3)]
     kw = dict(dataset="synthetic", data_dir=str(syn), profile="smoke", progress=False)
@@ -190,7 +190,7 @@ D.prepare = timed
 start = float(sys.argv[1])
 while time.time() < start:
     time.sleep(0.005)
-from fracbench.launch import prepare_locked
+from fracbench.app.launch import prepare_locked
 prepare_locked("synthetic", None, progress=False)
 """
 
@@ -215,7 +215,7 @@ def test_slurm_sbatch_parameters(tmp_path, monkeypatch):
     import submitit
     from submitit.slurm.slurm import SlurmExecutor
 
-    from fracbench.launch import make_executor
+    from fracbench.app.launch import make_executor
 
     monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 2))  # as if srun were installed
     opts = resolve(LaunchOptions("submitit", cluster="slurm", partition="gpu-a100", gpus_per_job=2, cpus_per_job=6,
@@ -247,7 +247,7 @@ def test_cli_run_arguments_reach_launch_options():
 
 
 def test_defaults_follow_devices_and_cores(monkeypatch):
-    import fracbench.jobs as Lm
+    import fracbench.runs.jobs as Lm
 
     monkeypatch.setattr(Lm, "devices_present", lambda: (0, 8))
     opts = resolve(LaunchOptions("submitit", cluster="local"))
@@ -261,7 +261,7 @@ def test_defaults_follow_devices_and_cores(monkeypatch):
 def test_a_failed_job_is_reported_by_its_own_exception():
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
-    from fracbench.launch import _job_error
+    from fracbench.app.launch import _job_error
 
     class Job:
         state = "FAILED"
@@ -275,7 +275,7 @@ def test_a_failed_job_is_reported_by_its_own_exception():
 
 
 def test_local_jobs_get_their_own_gpus(tmp_path):
-    from fracbench.launch import make_executor, set_visible_gpus
+    from fracbench.app.launch import make_executor, set_visible_gpus
 
     ex = make_executor(tmp_path, LaunchOptions("submitit", cluster="local", gpus_per_job=1, cpus_per_job=4,
                                                max_parallel=2))
@@ -292,10 +292,10 @@ def test_parallel_wall():
 def test_plan_shows_the_wall_time_at_k_jobs(tmp_path, monkeypatch, capsys, fresh_cache):
     import re
 
-    from fracbench import plan as P
     from fracbench.cli import main
     from fracbench.data.synthetic import SyntheticSpec, generate
     from fracbench.progress import console
+    from fracbench.runs import plan as P
 
     generate(SyntheticSpec(count=40, size=48, seed=2), tmp_path / "data")
     monkeypatch.setattr(P, "measure_rates", lambda cfg: P.Rates(train=50.0, eval=200.0))
@@ -326,8 +326,8 @@ def timed(*a, **k):
     print(json.dumps({"t0": t0, "t1": time.time(), "decoded": c.decoded_now, "sum": int(np.asarray(c.array).sum())}))
     return c
 C.build_cache = timed
-from fracbench.launch import prepare_locked
-from fracbench.runner import RunContext
+from fracbench.app.launch import prepare_locked
+from fracbench.runs.runner import RunContext
 prepared = prepare_locked("synthetic", sys.argv[2], progress=False)
 ctx = RunContext(prepared, prepared.manifest, "smoke", "cpu", Path(sys.argv[3]), "test", False)
 start = float(sys.argv[1])
@@ -351,7 +351,7 @@ def test_two_jobs_fill_one_decode_cache_one_at_a_time(syn, tmp_path, fresh_cache
 
 
 def test_a_preempted_job_requeues_itself_with_the_same_trajectory():
-    from fracbench.launch import JobSpec
+    from fracbench.app.launch import JobSpec
 
     spec = JobSpec((_exp("delta"),), 1, "synthetic", None, "smoke", "/tmp/r", "abc")
     job = TrajectoryJob()

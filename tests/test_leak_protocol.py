@@ -10,13 +10,13 @@ import pytest
 from PIL import Image
 
 from fracbench import results as R
+from fracbench.claims.inflation import build_mixed_tree, protocol_effects
+from fracbench.claims.leak import VARIANTS, build_leak_set, leak_stats, select_sources
 from fracbench.data import prepare
 from fracbench.data.cache import build_cache
 from fracbench.data.synthetic import SyntheticSpec, generate
-from fracbench.experiments import Experiment, load_all
-from fracbench.inflation import build_mixed_tree, protocol_effects
-from fracbench.leak import VARIANTS, build_leak_set, leak_stats, select_sources
-from fracbench.runner import EXPERIMENT_KINDS, run_experiments
+from fracbench.runs.runner import EXPERIMENT_KINDS, run_experiments
+from fracbench.training.experiments import Experiment, load_all
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_leak_demo_runner_records_and_table(syn, tmp_path) -> None:
             assert rec["leak"]["sources_crossing_splits"] == 0
         else:
             assert rec["leak"]["sources_crossing_splits"] > 0
-    from fracbench.tables import leaderboard, leak_table, load_experiments, load_runs, write_tables
+    from fracbench.claims.tables import leaderboard, leak_table, load_experiments, load_runs, write_tables
 
     runs, exps = load_runs(tmp_path), load_experiments()
     t = leak_table(runs, exps)
@@ -166,7 +166,7 @@ def test_protocol_inflation_runner_records_and_table(syn, tmp_path) -> None:
     # the tutorial's denominator overstates: correct / jpg count > correct / n whenever anything is correct
     assert fx["jpg_denominator"] == pytest.approx(fx["mixed_correct"] / fx["mixed_jpg"]
                                                   - fx["mixed_correct"] / fx["mixed_images"])
-    from fracbench.tables import claims_table, load_claims, load_experiments, load_runs, protocol_table
+    from fracbench.claims.tables import claims_table, load_claims, load_experiments, load_runs, protocol_table
 
     runs, exps = load_runs(tmp_path), load_experiments()
     t = protocol_table(runs, exps)
@@ -189,7 +189,7 @@ def _interrupted_then_resumed(exp, syn: Path, results: Path, monkeypatch, cut_at
 
     The rerun must train only the epochs not yet saved (it resumes, rather than starting again).
     """
-    from fracbench import train as T
+    from fracbench.training import train as T
 
     real_save = T._save_last
     calls = {"n": 0}

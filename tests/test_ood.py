@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from fracbench.data.loader import to_input
 from fracbench.data.synthetic import render_case
-from fracbench.loader import to_input
 from fracbench.models import create_model
 from fracbench.serving.checkpoint import (
     CheckpointError,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from fracbench.data.loader import to_input
 from fracbench.data.synthetic import render_case
-from fracbench.loader import to_input
 from fracbench.models import create_model
 from fracbench.serving.checkpoint import load_checkpoint, save_checkpoint, write_ood_reference
 from fracbench.serving.ood import check_pixels, fit_reference

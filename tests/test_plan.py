@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fracbench import plan as P
 from fracbench.config import TrainConfig
+from fracbench.runs import plan as P
 
 
 def test_fit_seconds_is_epochs_times_train_and_eval_plus_final():
@@ -63,9 +63,9 @@ def test_measure_rates_on_a_tiny_model():
 
 
 def test_cli_plan_trains_nothing(tmp_path, monkeypatch, capsys, fresh_cache):
-    from fracbench import train as T
     from fracbench.cli import main
     from fracbench.data.synthetic import SyntheticSpec, generate
+    from fracbench.training import train as T
 
     generate(SyntheticSpec(count=40, size=48, seed=2), tmp_path / "data")
     monkeypatch.setattr(P, "measure_rates", lambda cfg: P.Rates(train=50.0, eval=200.0))
@@ -107,7 +107,7 @@ class _Counts:
 
 
 def test_split_mode_experiments_are_planned_on_their_own_manifest():
-    from fracbench.experiments import baselines_dir, load_experiment
+    from fracbench.training.experiments import baselines_dir, load_experiment
 
     run_m = _Counts("published", train=1000, val=100, test=500)
     grouped = _Counts("grouped", train=400, val=100, test=200)

@@ -18,8 +18,8 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 from fracbench.cli import main
 from fracbench.data.cache import resize_square
 from fracbench.data.decode import decode_image
+from fracbench.data.loader import to_input
 from fracbench.data.synthetic import render_case
-from fracbench.loader import to_input
 from fracbench.models import create_model
 from fracbench.serving.checkpoint import load_checkpoint, save_checkpoint
 from fracbench.serving.predict import (

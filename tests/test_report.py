@@ -1,4 +1,4 @@
-"""Tests for fracbench.report: one offline page with the disclaimer, the tables and embedded figures."""
+"""Tests for fracbench.claims.report: one offline page with the disclaimer, the tables and embedded figures."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from test_figures import make_results
 
-from fracbench.figures import write_figures
-from fracbench.report import DISCLAIMER, write_report
-from fracbench.tables import build_tables, load_claims, load_experiments, load_runs
+from fracbench.claims.figures import write_figures
+from fracbench.claims.report import DISCLAIMER, write_report
+from fracbench.claims.tables import build_tables, load_claims, load_experiments, load_runs
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_cli_report_refreshes(tree: tuple[Path, Path]) -> None:
 
 
 def test_report_opens_with_the_findings_and_ends_with_provenance(tmp_path: Path) -> None:
-    from fracbench.report import render_report
+    from fracbench.claims.report import render_report
 
     page = render_report(tmp_path / "empty")
     _offline(page)
@@ -116,7 +116,7 @@ def test_findings_figure_numbers_recompute_from_the_committed_files() -> None:
     import json
 
     from fracbench import results as R
-    from fracbench.tables.headline import anatomy_numbers
+    from fracbench.claims.tables.headline import anatomy_numbers
 
     runs = load_runs(COMMITTED / "multiregion")
     check = json.loads((COMMITTED / "check" / "multiregion" / "check.json").read_text())
@@ -143,7 +143,7 @@ def test_findings_figure_numbers_recompute_from_the_committed_files() -> None:
 
 
 def test_cell_number_reads_the_claims_table_cells() -> None:
-    from fracbench.tables.headline import cell_number
+    from fracbench.claims.tables.headline import cell_number
 
     n = cell_number("0.8313 ± 0.0078 [0.7851, 0.8706]")
     assert (n.value, n.ci) == (0.8313, (0.7851, 0.8706))

@@ -33,7 +33,7 @@ def _browser_present() -> None:
 
 
 def _headline_count() -> int:
-    from fracbench.tables import load_claims
+    from fracbench.claims.tables import load_claims
 
     return sum(1 for c in load_claims() if c.headline)
 
@@ -41,7 +41,7 @@ def _headline_count() -> int:
 def test_report_first_screen_holds_the_verdicts_and_the_figure(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    from fracbench.report import write_reports
+    from fracbench.claims.report import write_reports
 
     page = write_reports([RESULTS / "fracatlas", RESULTS / "multiregion"], tmp_path / "report.html")
     shot = tmp_path / "report_first_screen.png"

@@ -8,8 +8,8 @@ import pytest
 
 from fracbench import results as R
 from fracbench.data.synthetic import SyntheticSpec, generate
-from fracbench.experiments import Experiment
-from fracbench.runner import ResultsLocked, results_lock, run_experiments
+from fracbench.runs.runner import ResultsLocked, results_lock, run_experiments
+from fracbench.training.experiments import Experiment
 
 
 def _exp(name: str, model: str = "tiny_cnn", **config) -> Experiment:
@@ -51,7 +51,7 @@ def test_lock_refuses_a_second_writer(tmp_path):
     from pathlib import Path
 
     # flock locks are per open file description: a second process must be refused while we hold it
-    code = ("import sys; from pathlib import Path; from fracbench.runner import results_lock, ResultsLocked\n"
+    code = ("import sys; from pathlib import Path; from fracbench.runs.runner import results_lock, ResultsLocked\n"
             "try:\n  ctx = results_lock(Path(sys.argv[1])); ctx.__enter__(); print('got it')\n"
             "except ResultsLocked as e: print('locked:', e)\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout's fracbench
@@ -96,11 +96,11 @@ def test_unknown_experiment_suggests(capsys):
 def test_run_all_smoke_profile(tmp_path, monkeypatch):
     """The CI-sized main job: every registered experiment, smoke profile, embedded synthetic data."""
     from fracbench.cli import main
-    from fracbench.experiments import load_all
+    from fracbench.training.experiments import load_all
 
     monkeypatch.setenv("FRACBENCH_DATA", str(tmp_path / "no-data"))  # nothing downloaded: synthetic default
     assert main(["run", "--all", "--profile", "smoke", "--results", str(tmp_path / "res"), "--quiet"]) == 0
-    from fracbench.runner import suite
+    from fracbench.runs.runner import suite
 
     ran = {p.parent.name for p in (tmp_path / "res" / "runs").glob("*/seed0")}
     reg = load_all()
@@ -120,7 +120,7 @@ def _pair(name: str, protocol: str, **config) -> Experiment:
 
 
 def test_shared_groups_pair_only_protocol_twins():
-    from fracbench.runner import shared_groups
+    from fracbench.runs.runner import shared_groups
 
     a, h = _pair("a", "as_published"), _pair("h", "honest")
     other_lr = _pair("h_lr", "honest", lr=0.01)
@@ -135,7 +135,7 @@ def test_shared_groups_pair_only_protocol_twins():
 
 
 def test_run_trains_protocol_twins_once(syn, tmp_path, monkeypatch):
-    from fracbench import train as T
+    from fracbench.training import train as T
 
     calls = {"n": 0}
     real = T.train_one_epoch

@@ -1,4 +1,4 @@
-"""Claim anatomy tables (fracbench.tables.splits): published vs grouped split vs external test, the claims
+"""Claim anatomy tables (fracbench.claims.tables.splits): published vs grouped split vs external test, the claims
 table with the multiregion splits beside each headline accuracy claim, several results folders, the report.
 
 Records are written with fracbench.results' writers (record.json + predictions.csv) into tmp folders; the
@@ -21,13 +21,20 @@ import pytest
 from test_tables import fake_run
 
 from fracbench import results as R
+from fracbench.claims.report import write_report, write_reports
+from fracbench.claims.tables import load_claims, load_runs, write_cross_tables
+from fracbench.claims.tables.claims import (
+    MIN_TEST_GROUPS,
+    SPLIT_VERDICTS,
+    Evidence,
+    judge,
+    judge_splits,
+    reaches,
+)
+from fracbench.claims.tables.effects import independent_effect
+from fracbench.claims.tables.splits import SPLIT_ROWS
 from fracbench.cli import main
 from fracbench.metrics import metrics_with_ci
-from fracbench.report import write_report, write_reports
-from fracbench.tables import load_claims, load_runs, write_cross_tables
-from fracbench.tables.claims import MIN_TEST_GROUPS, SPLIT_VERDICTS, Evidence, judge, judge_splits, reaches
-from fracbench.tables.effects import independent_effect
-from fracbench.tables.splits import SPLIT_ROWS
 
 HEADLINE = "experiment_test_accuracy"  # "the test Accuracy was 0.998" (claims.yaml, headline: true)
 
@@ -372,7 +379,7 @@ def test_published_accuracy_is_split_into_test_images_with_and_without_a_copy_in
     """The indented rows: from the record's own manifest (found by fingerprint) and predictions.csv."""
     import hashlib
 
-    from fracbench.tables.splits import copy_subsets, leak_splits_table
+    from fracbench.claims.tables.splits import copy_subsets, leak_splits_table
 
     results = tmp_path / "multiregion"
     d = split_run(results, "multiregion_published_as_published", "published", "as_published", 0.8, n=300)
@@ -412,8 +419,8 @@ def test_published_accuracy_is_split_into_test_images_with_and_without_a_copy_in
 def test_one_seed_effect_on_shared_test_images_is_a_joint_bootstrap(tmp_path: Path) -> None:
     """Two protocols of one split on the same 300 images, almost the same calls: the joint cluster bootstrap
     over shared images finds the 2-point difference that the runs' overlapping CIs would call no evidence."""
-    from fracbench.tables.effects import pair_effect
-    from fracbench.tables.leak import leak_effect
+    from fracbench.claims.tables.effects import pair_effect
+    from fracbench.claims.tables.leak import leak_effect
 
     res = tmp_path / "results"
     a = split_run(res, "x_as_published", "published", "as_published", 0.80)
@@ -464,7 +471,7 @@ def test_copy_subset_intervals_resample_duplicate_groups_not_images(tmp_path: Pa
     precision that two radiographs cannot give."""
     import hashlib
 
-    from fracbench.tables.splits import copy_subsets
+    from fracbench.claims.tables.splits import copy_subsets
 
     results = tmp_path / "multiregion"
     d = split_run(results, "multiregion_published_as_published", "published", "as_published", 0.5, n=300)

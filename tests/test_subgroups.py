@@ -11,12 +11,12 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from fracbench import results as R
+from fracbench.claims.subgroups import read_subgroups, subgroups_path, write_subgroups
+from fracbench.claims.tables import write_tables
+from fracbench.claims.tables.claims import wilson_ci
+from fracbench.claims.tables.inputs import load_runs
+from fracbench.claims.tables.subgroups import MIN_SUBGROUP, share_verdict, subgroup_results, subgroups_table
 from fracbench.data.fracatlas import FracAtlas
-from fracbench.subgroups import read_subgroups, subgroups_path, write_subgroups
-from fracbench.tables import write_tables
-from fracbench.tables.claims import wilson_ci
-from fracbench.tables.inputs import load_runs
-from fracbench.tables.subgroups import MIN_SUBGROUP, share_verdict, subgroup_results, subgroups_table
 
 REAL = Path("/work/shared/data/fracatlas")
 HEADER = "image_id,hand,leg,hip,shoulder,mixed,hardware,multiscan,fractured,fracture_count,frontal,lateral,oblique\n"
@@ -163,7 +163,7 @@ def test_records_on_other_images_are_left_out(tmp_path: Path) -> None:
 
 def test_subgroups_figure_only_with_a_subgroups_file(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from fracbench.figures import _subgroups_figure
+    from fracbench.claims.figures import _subgroups_figure
 
     results, _, _ = _fake_folder(tmp_path, np.random.default_rng(4), shortcut=False)
     assert _subgroups_figure(results, load_runs(results)) is None  # exp_a is none of the figure's experiments

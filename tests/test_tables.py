@@ -1,4 +1,4 @@
-"""Tests for fracbench.tables: values, mean ± sd, manifest refusal, determinism, claim verdicts."""
+"""Tests for fracbench.claims.tables: values, mean ± sd, manifest refusal, determinism, claim verdicts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from fracbench import results as R
-from fracbench.tables import (
+from fracbench.claims.tables import (
     KNOWN_METRICS,
     Claim,
     MixedManifestError,

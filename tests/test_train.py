@@ -12,12 +12,12 @@ import pytest
 from conftest import die_after_saves
 
 from fracbench import results as R
-from fracbench import train as T
 from fracbench.config import TrainConfig
 from fracbench.data import prepare
 from fracbench.data.cache import build_cache
 from fracbench.data.synthetic import SyntheticSpec, generate
 from fracbench.serving.checkpoint import load_checkpoint
+from fracbench.training import train as T
 
 VOLATILE = {"seconds", "images_per_second"}
 
@@ -167,7 +167,7 @@ def test_ddp_two_cpu_processes(small_cache, tmp_path):
     log = tmp_path / "counts"
     script.write_text(
         "import json, os, sys\n"
-        "import fracbench.train as T\n"
+        "import fracbench.training.train as T\n"
         "from fracbench.data.manifest import Manifest\n"
         "from fracbench.data.cache import build_cache\n"
         "from fracbench.config import TrainConfig\n"
@@ -220,7 +220,7 @@ def test_ddp_two_cpu_processes(small_cache, tmp_path):
 def test_as_published_counts_only_jpg_like_the_tutorial():
     import numpy as np
 
-    from fracbench.protocols import PROTOCOLS
+    from fracbench.training.protocols import PROTOCOLS
 
     paths = ["a.jpg", "b.png", "c.jpg", "d.JPG", "e.jpg", "f.png"]
     rows_train, rows_test = np.array([0, 1, 2]), np.array([3, 4, 5])
@@ -337,7 +337,7 @@ def test_batched_passes_equal_separate_passes(small_cache):
     what three separate evaluations do, and leaves each flip generator where its own pass would."""
     import torch
 
-    from fracbench.loader import BatchLoader
+    from fracbench.data.loader import BatchLoader
     from fracbench.models import create_model
 
     torch.manual_seed(0)

@@ -10,11 +10,11 @@ import torch
 from conftest import die_after_saves
 
 from fracbench import results as R
-from fracbench import train as T
 from fracbench.config import TrainConfig
 from fracbench.data import prepare
 from fracbench.data.cache import build_cache
 from fracbench.data.synthetic import SyntheticSpec, generate
+from fracbench.training import train as T
 
 # what differs between two runs of one config by nature (clocks) or by design (the sibling's name)
 VOLATILE_RECORD = {"created", "train_seconds", "images_per_second", "trajectory_shared_with"}

@@ -232,7 +232,7 @@ def deal_verified(dataset: str, root: Path, index: ImageIndex, groups: list[Copy
     ``REPAIR_ROUNDS``).
 
     Returns the manifest, its faults and the groups (with the verifier's pairs merged in). A split that still
-    has copies across after the last round is returned as it is: the run's check (fracbench.anatomy.
+    has copies across after the last round is returned as it is: the run's check (fracbench.claims.anatomy.
     check_dealt_split) then stops with the pairs named.
     """
     from fracbench.copies import verify_split_cached

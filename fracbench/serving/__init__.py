@@ -1,6 +1,6 @@
 """Serving: use a trained model. One way through: checkpoint, then preprocess, then the OOD guard and
 Grad-CAM, then predict; the lookup ("is this image in the training set?") beside them; the demo
-(fracbench.demo) on top.
+(fracbench.app.demo) on top.
 
 - ``checkpoint``: load and write checkpoints with everything needed to rebuild and use the model;
 - ``preprocess``: pixels to the model's input, exactly as training sees them;

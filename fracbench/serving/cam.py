@@ -209,7 +209,7 @@ def pointing_chance(hits: int, n: int, fractions: Sequence[float], centre_hits: 
     interval) is "above chance" or "below chance" only when its interval and the chance interval do not
     overlap; otherwise "no evidence" of a difference.
     """
-    from fracbench.tables.claims import wilson_ci
+    from fracbench.metrics import wilson_ci
 
     def verdict(lo: float, hi: float, chance_lo: float, chance_hi: float) -> str:
         if lo > chance_hi:

@@ -109,7 +109,7 @@ def _batches_features(model: nn.Module, model_name: str, batches: Iterable[Any])
 
 
 def _cache_batches(cache: Any, rows: np.ndarray, channels: int, batch_size: int = 64) -> Iterable[torch.Tensor]:
-    from fracbench.loader import to_input
+    from fracbench.data.loader import to_input
 
     for start in range(0, len(rows), batch_size):
         idx = np.sort(rows[start:start + batch_size])
@@ -184,7 +184,7 @@ def fit_reference(model: Any, data: Any, calib: Iterable[Any] | None = None, *, 
     ``nn.Module`` with ``model_name`` and ``channels``. ``data`` is a
     :class:`~fracbench.data.cache.DecodedCache` (mean and precision from ``fit_split``, threshold from
     ``calib_split``, images that failed to decode left out) or an iterable of preprocessed batches
-    (tensors, or ``(x, y, ...)`` tuples as :class:`~fracbench.loader.BatchLoader` yields) with
+    (tensors, or ``(x, y, ...)`` tuples as :class:`~fracbench.data.loader.BatchLoader` yields) with
     ``calib`` a second such iterable. Returns the JSON-ready dict for the sidecar.
     """
     meta = getattr(model, "meta", None)

@@ -13,7 +13,7 @@ import torch
 def preprocess(pixels: np.ndarray, size: int, channels: int) -> torch.Tensor:
     """(H, W) uint8 grayscale -> (1, channels, size, size) float in [-1, 1], as training sees it."""
     from fracbench.data.cache import resize_square
-    from fracbench.loader import to_input
+    from fracbench.data.loader import to_input
 
     gray = as_gray_uint8(pixels)
     small = np.ascontiguousarray(resize_square(gray, size))

@@ -14,7 +14,7 @@ pytest.importorskip("cv2")
 sys.path.insert(0, str(Path(__file__).parent))
 from test_copies import radiograph, turned  # noqa: E402
 
-from fracbench import anatomy  # noqa: E402
+from fracbench.claims import anatomy  # noqa: E402
 from fracbench.data import prepare  # noqa: E402
 
 

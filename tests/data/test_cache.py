@@ -13,7 +13,7 @@ from _trees import save, smooth
 import fracbench.data.cache as C
 from fracbench.data import prepare
 from fracbench.data.cache import DECODE_COUNTER, build_cache, cache_key
-from fracbench.loader import BatchLoader
+from fracbench.data.loader import BatchLoader
 
 pytestmark = pytest.mark.usefixtures("fresh_cache")
 

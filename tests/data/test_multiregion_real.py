@@ -59,7 +59,7 @@ def test_published_split_is_the_release_and_every_file_is_kept(prepared):
 
 
 def test_exact_copies_of_test_files_in_train_match_hashlib(prepared):
-    from fracbench.anatomy import copy_shares
+    from fracbench.claims.anatomy import copy_shares
 
     split = {r.path: r.split for r in prepared.manifest.rows}
     files = _files()
@@ -117,7 +117,7 @@ def test_every_turned_copy_family_is_one_group_and_never_crosses_the_grouped_spl
 
 
 def test_the_split_verifier_passes_the_grouped_split_and_finds_the_published_split_s_copies(prepared):
-    from fracbench.anatomy import verified_crossings
+    from fracbench.claims.anatomy import verified_crossings
 
     assert verified_crossings(prepared, prepared.manifest_for("grouped")).crossings == []
     files = _files()
@@ -130,7 +130,7 @@ def test_the_split_verifier_passes_the_grouped_split_and_finds_the_published_spl
 
 
 def test_format_mix_and_the_tutorial_jpg_count(prepared):
-    from fracbench.anatomy import format_mix
+    from fracbench.claims.anatomy import format_mix
 
     files = _files()
     fm = format_mix(prepared)
@@ -143,7 +143,7 @@ def test_format_mix_and_the_tutorial_jpg_count(prepared):
 def test_fracatlas_images_in_multiregion_are_found_by_content():
     """multiregion kept FracAtlas' file names for the radiographs it took from it (converted and downscaled,
     so no byte is shared): the content match must find nearly all of those and almost nothing else."""
-    from fracbench.anatomy import shared_images
+    from fracbench.claims.anatomy import shared_images
     from fracbench.data import prepare
 
     fa = prepare("fracatlas", FRACATLAS, progress=False)
