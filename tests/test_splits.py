@@ -179,6 +179,13 @@ def test_a_verdict_at_a_reduced_budget_says_what_ran() -> None:
                            [("grouped split, honest", replace(_ev(0.80, 0.76, 0.84), budget=budget))])
     assert reached.shown == f"reached only with train/test copies at a reduced budget ({budget})"
     assert judge("accuracy", 0.998, Evidence(problem="not run", budget=budget)).shown == "not comparable"
+    # the paper's epochs and size with fewer seeds than the full profile is the paper's configuration (the paper
+    # reports one run): the verdict stands, and says how many seeds
+    assert judge("accuracy", 0.998, replace(_ev(0.80, 0.76, 0.84), budget="1/5 seeds")).shown == \
+        "not reproduced (the paper's configuration, 1/5 seeds)"
+    from fracbench.claims.tables.claims import with_budget
+    assert with_budget("not reproduced on fracatlas", "1/5 seeds") == \
+        "not reproduced on fracatlas (the paper's configuration, 1/5 seeds)"
 
 
 def _mixed_budget_tree(tmp_path: Path, config: dict[str, Any] | None, seeds: int) -> Path:

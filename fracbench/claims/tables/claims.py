@@ -144,8 +144,14 @@ def with_budget(verdict: str, budget: str) -> str:
     A run shorter than the paper's that does reach a claim shows that the claim can be reached; one that does
     not shows nothing about the paper's configuration: its negative verdict is shown as "undecided", never as
     "not reached" or "not reproduced" (that would read as a property of the claim, not of the budget)."""
+    import re
+
     if not budget or verdict in _NO_JUDGEMENT:
         return verdict
+    if re.fullmatch(r"\d+/\d+ seeds", budget.strip()):
+        # the paper's epochs and image size, fewer seeds than fracbench's full profile: the paper's own
+        # configuration (the paper reports one run), so the verdict stands, with the seeds said
+        return f"{verdict} (the paper's configuration, {budget})"
     if verdict in _NEGATIVE:
         return f"{UNDECIDED} {REDUCED_BUDGET} ({budget}): the paper's configuration not run"
     return f"{verdict} {REDUCED_BUDGET} ({budget})"
