@@ -130,6 +130,8 @@ def test_leak_demo_runner_records_and_table(syn, tmp_path) -> None:
             assert rec["leak"]["sources_crossing_splits"] == 0
         else:
             assert rec["leak"]["sources_crossing_splits"] > 0
+        # its manifest is committed beside the run's: the group-bootstrap intervals recompute from files
+        assert R.manifest_rows(R.run_dir(tmp_path, f"leak_demo__{variant}", 0), rec["manifest_sha256"]) is not None
     from fracbench.claims.tables import leaderboard, leak_table, load_experiments, load_runs, write_tables
 
     runs, exps = load_runs(tmp_path), load_experiments()

@@ -468,6 +468,8 @@ def run_leak_demo(ctx: RunContext, exp: Experiment, seed: int) -> list[Outcome]:
     outcomes = []
     for variant, (split, protocol) in L.VARIANTS.items():
         manifest = leak_set.manifest(split)
+        # beside the run's own manifest, so the records' group-bootstrap intervals recompute from committed files
+        manifest.write(ctx.results / "manifests" / f"{manifest.dataset}-{split}.csv")
         info = {"variant": variant, "split": split, "split_title": L.SPLIT_TITLES[split],
                 "copies": list(leak_set.copies), "source_images": leak_set.sources,
                 "source_dataset": ctx.manifest.dataset, "source_manifest": ctx.manifest.fingerprint,
