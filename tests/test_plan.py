@@ -125,3 +125,32 @@ def test_split_mode_experiments_are_planned_on_their_own_manifest():
     # without manifest_for every experiment is counted on the run's manifest (the old, wrong estimate)
     flat = P.plan([[e] for e in exps], run_m, "cpu", 1, {}, rates_for=rates)
     assert [r.train_images for r in flat] == [1000, 1000]
+
+
+def test_an_external_test_of_a_planned_fit_is_planned_as_one_evaluation():
+    """multiregion_external trains what multiregion_grouped_honest trains: the run scores that fit instead."""
+    from fracbench.runs.runner import run_order
+    from fracbench.training.experiments import baselines_dir, load_experiment
+
+    grouped = _Counts("grouped", train=400, val=100, test=200)
+    names = ("external", "grouped_as_published", "grouped_honest")
+    exps = {n: load_experiment(baselines_dir() / f"multiregion_{n}.yaml") for n in names}
+    rates = lambda cfg: P.Rates(train=100.0, eval=100.0)  # noqa: E731
+    # the external test alone trains: epochs x (train + val + test) + the final val + test
+    alone = P.plan([[exps["external"]]], grouped, "cpu", 1, {}, rates_for=rates)
+    epochs = alone[0].epochs
+    assert alone[0].fits == 1 and alone[0].seconds == pytest.approx((epochs * 700 + 300) / 100)
+    # with the grouped honest run in the plan: no fit, one evaluation of val and test, and it runs after it
+    order = run_order([exps[n] for n in names])
+    assert order[-1].name == "multiregion_external"
+    rows = P.plan([[e] for e in order], grouped, "cpu", 1, {}, rates_for=rates)
+    ext = rows[-1]
+    assert ext.experiments == ("multiregion_external",)
+    assert ext.fits == 0 and ext.train_images == 0 and ext.seconds == pytest.approx((100 + 200) / 100)
+    # only a fit of the same config counts: the grouped run at another learning rate does not
+    other = exps["grouped_honest"]
+    import dataclasses
+
+    changed = dataclasses.replace(other, config={**other.config, "lr": 0.01})
+    rows = P.plan([[changed], [exps["external"]]], grouped, "cpu", 1, {}, rates_for=rates)
+    assert rows[-1].fits == 1

@@ -112,3 +112,75 @@ def test_shares_trajectory_only_when_protocol_alone_differs(cache, tmp_path):
     with pytest.raises(ValueError, match="more than the protocol"):
         T.fit_shared(bad, cache, progress=False)
     assert not (tmp_path / "a").exists()
+
+
+# ------------------------------------------------------------------ score_fit: another test set, no training
+
+
+def _other_test_set(cache):
+    """The cache's train and val rows with only the even test rows: another test set, the same fit inputs."""
+    from fracbench.data.manifest import Manifest
+
+    m = cache.manifest
+    tests = [r for r in m.rows if r.split == "test"]
+    rows = [r for r in m.rows if r.split != "test"] + tests[::2]
+    other = Manifest(m.dataset, m.root, rows)
+    assert other.fingerprint != m.fingerprint and len(tests[::2]) < len(tests)
+    return build_cache(other, cache.size, progress=False)
+
+
+@pytest.mark.slow
+def test_score_fit_writes_what_a_separate_fit_on_the_other_test_set_writes(cache, tmp_path):
+    other = _other_test_set(cache)
+    cfg = _cfg("honest")
+    # the reference: a fit of its own on the other test set (trained again from scratch)
+    sep = T.fit(cfg, other, tmp_path / "sep", experiment="ext", extra={"table": "t"}, progress=False)
+    T.fit(cfg, cache, tmp_path / "src", experiment="grouped", progress=False)
+    got = T.score_fit(T.RunSpec(cfg, tmp_path / "scored", "ext", {"table": "t"}), other, tmp_path / "src",
+                      cache.manifest)
+    for key in ("metrics", "selected_epoch", "threshold", "epochs_run", "counts", "manifest_sha256", "config"):
+        assert _same(got[key], sep[key]), key
+    assert (tmp_path / "scored" / R.PREDICTIONS).read_text() == (tmp_path / "sep" / R.PREDICTIONS).read_text()
+    assert got["trained_by"]["experiment"] == "grouped" and "trained_by" not in sep
+    # the epoch log is the fit's training and validation record; the other test set's per-epoch scores were
+    # never computed, so none are claimed
+    strip = lambda es: [{k: v for k, v in e.items() if k not in VOLATILE_EPOCH and not k.startswith("test_")}  # noqa: E731
+                        for e in es]
+    scored_epochs = R.read_epochs(tmp_path / "scored")
+    assert strip(scored_epochs) == strip(R.read_epochs(tmp_path / "sep"))
+    assert not any(k.startswith("test_") for e in scored_epochs for k in e)
+
+
+@pytest.mark.slow
+def test_score_fit_refuses_a_fit_that_cannot_stand_in(cache, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from fracbench.data.manifest import Manifest
+
+    other = _other_test_set(cache)
+    cfg = _cfg("honest")
+    T.fit(cfg, cache, tmp_path / "src", experiment="grouped", progress=False)
+    spec = lambda c=cfg: T.RunSpec(c, tmp_path / "out", "ext")  # noqa: E731
+    with pytest.raises(ValueError, match="another config"):
+        T.score_fit(spec(cfg.replace(lr=cfg.lr * 2)), other, tmp_path / "src", cache.manifest)
+    with pytest.raises(ValueError, match="looks at the test set"):
+        T.score_fit(spec(cfg.replace(protocol="as_published")), other, tmp_path / "src", cache.manifest)
+    # one training image fewer: another trajectory
+    m = other.manifest
+    first_train = next(i for i, r in enumerate(m.rows) if r.split == "train")
+    fewer = build_cache(Manifest(m.dataset, m.root, m.rows[:first_train] + m.rows[first_train + 1:]), cache.size,
+                        progress=False)
+    with pytest.raises(ValueError, match="other training images"):
+        T.score_fit(spec(), fewer, tmp_path / "src", cache.manifest)
+    # a checkpoint that is not the fit's own (its validation scores differ from the record's)
+    best = tmp_path / "src" / "checkpoints" / "best.safetensors"
+    w = load_file(str(best))
+    k = next(k for k in w if w[k].is_floating_point() and w[k].numel() > 1)
+    w[k] = w[k] + torch.randn_like(w[k])
+    save_file(w, str(best))
+    with pytest.raises(ValueError, match="not the fit's checkpoint"):
+        T.score_fit(spec(), other, tmp_path / "src", cache.manifest)
+    assert not (tmp_path / "out" / R.RECORD).exists()
+    best.unlink()
+    with pytest.raises(ValueError, match="checkpoint is missing"):
+        T.score_fit(spec(), other, tmp_path / "src", cache.manifest)

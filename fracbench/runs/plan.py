@@ -197,6 +197,10 @@ def unit_shapes(exps: Sequence[Any], cfg: TrainConfig, counts: dict[str, int], o
     return [base]
 
 
+def _fit_key(cfg: TrainConfig, opts: dict[str, Any]) -> str:
+    return json.dumps([cfg.to_dict(), opts.get("split")], sort_keys=True, default=repr)
+
+
 def plan(groups: Sequence[Sequence[Any]], manifest: Any, profile: str, n_seeds: int | None,
          overrides: dict[str, Any], rates_for: Callable[[TrainConfig], Rates] = cached_rates,
          manifest_for: Callable[[Any], Any] | None = None) -> list[PlanRow]:
@@ -208,6 +212,14 @@ def plan(groups: Sequence[Sequence[Any]], manifest: Any, profile: str, n_seeds: 
     only once the overlap with the training dataset is removed).
     """
     rows = []
+    fitted = set()  # (config, split) of every "train" experiment planned: an external test scores its fit
+    for group in groups:
+        for exp in group:
+            if exp.kind == "train":
+                try:
+                    fitted.add(_fit_key(exp.train_config(profile, 0, **overrides), exp.options_for(profile)))
+                except Exception:
+                    pass
     for group in groups:
         exp = group[0]
         try:
@@ -216,9 +228,13 @@ def plan(groups: Sequence[Sequence[Any]], manifest: Any, profile: str, n_seeds: 
         except Exception:  # a bad experiment: it will fail at once when run
             continue
         shapes = unit_shapes(group, cfg, _split_counts(own), exp.options_for(profile))
+        if exp.kind == "external" and _fit_key(cfg, exp.options_for(profile)) in fitted:
+            # fracbench.runs.runner.run_external scores that fit's checkpoint: no training, one evaluation
+            shapes = [FitShape(0, 0, s.val, s.test, s.protocols, False) for s in shapes]
         seconds = sum(shape_seconds(s, rates_for(cfg)) for s in shapes)
+        fits = sum(s.epochs > 0 for s in shapes)
         for seed in exp.seeds_for(profile, n_seeds):
-            rows.append(PlanRow(tuple(e.name for e in group), seed, len(shapes), cfg.epochs,
+            rows.append(PlanRow(tuple(e.name for e in group), seed, fits, cfg.epochs if fits else 0,
                                 sum(s.train for s in shapes), seconds))
     return rows
 

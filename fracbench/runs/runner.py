@@ -142,7 +142,7 @@ def run_experiments(experiments: Sequence[Experiment], *, dataset: str | None = 
             f"{len(prepared.faults)} faults reported (`fracbench data info {manifest.dataset}`)")
         ctx = RunContext(prepared, manifest, profile, device, results, R.code_version(), progress,
                          precision=precision, external_data=dict(external_data or {}), split_seed=split_seed)
-        groups = shared_groups(experiments, profile, n_seeds, ctx.overrides())
+        groups = shared_groups(run_order(experiments), profile, n_seeds, ctx.overrides())
         units = [(group, seed) for group in groups for seed in group[0].seeds_for(profile, n_seeds)]
         if launch is not None and launch.launcher != "local":
             run_jobs = EXECUTORS.get(launch.launcher)  # registered by fracbench.app.launch (imported by the CLI)
@@ -154,6 +154,12 @@ def run_experiments(experiments: Sequence[Experiment], *, dataset: str | None = 
                     advance(group, seed)
     print_summary(outcomes)
     return outcomes
+
+
+def run_order(experiments: Sequence[Experiment]) -> list[Experiment]:
+    """The experiments in the order they run: external tests last, since one may score another's finished
+    fit of the same config instead of training (``run_external``); otherwise as given."""
+    return sorted(experiments, key=lambda e: e.kind == "external")
 
 
 def run_unit(ctx: RunContext, group: Sequence[Experiment], seed: int) -> list[Outcome]:
@@ -204,7 +210,7 @@ def plan_run(experiments: Sequence[Experiment], *, dataset: str | None = None, d
     prepared = prepare_locked(dataset, data_dir, seed=split_seed, progress=progress)
     manifest = prepared.manifest
     overrides = {"device": device, **PRECISIONS[precision]}
-    rows = plan(shared_groups(experiments, profile, n_seeds, overrides), manifest, profile, n_seeds, overrides,
+    rows = plan(shared_groups(run_order(experiments), profile, n_seeds, overrides), manifest, profile, n_seeds, overrides,
                 manifest_for=lambda exp: prepared.manifest_for(exp.options_for(profile).get("split"), seed=split_seed))
     print_plan(rows, f"fracbench run --plan: {manifest.dataset}, {len(manifest.rows)} images, {profile} profile, "
                      f"{precision}")
@@ -409,7 +415,7 @@ def run_external(ctx: RunContext, exp: Experiment, seed: int) -> list[Outcome]:
     opts = exp.options_for(ctx.profile)
     out = R.run_dir(ctx.results, exp.name, seed)
     try:
-        cfg = exp.train_config(ctx.profile, seed, device=ctx.device)
+        cfg = exp.train_config(ctx.profile, seed, **ctx.overrides())
         name = str(opts["external"])
         key = ("external", name, opts.get("split"))
         if key not in ctx.memo:
@@ -434,7 +440,58 @@ def run_external(ctx: RunContext, exp: Experiment, seed: int) -> list[Outcome]:
         raise
     except Exception as exc:
         return [_failed(exp, seed, ctx.profile, out, exc)]
-    return [_fit(ctx, exp, seed, exp.name, cfg, combined, extra={"external": info, "leak": leak})]
+    extra = {"external": info, "leak": leak}
+    source = _finished_fit(ctx, cfg, ctx.manifest_for(exp), seed)
+    if source is not None:
+        scored = _score_fit(ctx, exp, seed, cfg, combined, source, extra)
+        if scored is not None:
+            return [scored]
+    return [_fit(ctx, exp, seed, exp.name, cfg, combined, extra=extra)]
+
+
+def _finished_fit(ctx: RunContext, cfg: Any, manifest: Any, seed: int) -> Path | None:
+    """A run folder of this results folder holding a finished fit of ``cfg`` on ``manifest`` (same config,
+    seed and manifest) with its checkpoint, e.g. the grouped split's honest run for the external test."""
+    for rec_path in sorted((ctx.results / "runs").glob(f"*/seed{seed}/{R.RECORD}")):
+        try:
+            rec = R.read_record(rec_path.parent)
+        except Exception:  # a damaged record is reported where it belongs, not here
+            continue
+        if (rec and rec.get("status") == "complete" and rec.get("manifest_sha256") == manifest.fingerprint
+                and rec.get("config") == cfg.to_dict() and "trained_by" not in rec
+                and (rec_path.parent / "checkpoints" / "best.safetensors").exists()):
+            return rec_path.parent
+    return None
+
+
+def _score_fit(ctx: RunContext, exp: Experiment, seed: int, cfg: Any, manifest: Any, source: Path,
+               extra: dict[str, Any]) -> Outcome | None:
+    """``exp``'s record from the finished fit in ``source``, scored on ``manifest``'s test set (no training);
+    None, having said why, when that fit cannot stand in for one of ``exp`` (then it is trained)."""
+    from fracbench.training.train import RunSpec, score_fit
+
+    out = R.run_dir(ctx.results, exp.name, seed)
+    try:
+        existing = R.read_record(out)
+    except Exception as exc:
+        return _failed(exp, seed, ctx.profile, out, exc)
+    if is_current(existing, cfg.to_dict(), manifest.fingerprint, ctx.code):
+        say(f"[dim]skip {exp.name} seed {seed}: record is current[/]")
+        return Outcome(exp.name, seed, "skipped", existing)
+    try:
+        cache = ctx.cache(cfg.image_size, manifest)
+        say(f"[bold]{exp.name}[/] seed {seed} ({ctx.profile} profile): scoring the fit of {source.parent.name} "
+            f"(same config, training and validation images) on its test set; no training")
+        spec = RunSpec(cfg, out, exp.name, {**_record_extra(ctx, exp), "kind": exp.kind, "parent": exp.name,
+                                            **extra})
+        return Outcome(exp.name, seed, "complete", score_fit(spec, cache, source, ctx.manifest_for(exp)))
+    except ValueError as exc:
+        say(f"[yellow]{exp.name} seed {seed}: cannot score {source.parent.name}'s fit ({exc}); training it[/]")
+        return None
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return _failed(exp, seed, ctx.profile, out, exc)
 
 
 @EXPERIMENT_KINDS.register("leak_demo")

@@ -210,13 +210,16 @@ def _gen(seed: int, stream: int) -> torch.Generator:
 
 
 def train_rows(cfg: TrainConfig, cache: DecodedCache) -> np.ndarray:
-    rows = cache.indices("train")
+    return _subsample(cfg, cache.indices("train"), cache.labels)
+
+
+def _subsample(cfg: TrainConfig, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if cfg.max_train_images and len(rows) > cfg.max_train_images:
         # a stratified, seed-independent subsample: the same images for every seed and experiment
         rng = np.random.default_rng(12345)
         keep = []
         for label in (0, 1):
-            lab = rows[cache.labels[rows] == label]
+            lab = rows[labels[rows] == label]
             k = round(cfg.max_train_images * len(lab) / len(rows))
             keep.append(np.sort(rng.choice(lab, size=min(k, len(lab)), replace=False)))
         rows = np.sort(np.concatenate(keep))
@@ -417,6 +420,105 @@ def fit_shared(specs: Sequence[RunSpec], cache: DecodedCache, *, resume: bool = 
 
         tdist.barrier()
     return records or [{} for _ in specs]
+
+
+def fit_inputs(cfg: TrainConfig, manifest: Any) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """(id, label) of the images a fit of ``cfg`` on ``manifest`` trains on, in training order, and of
+    its validation images: with the config and seed, all that decides the trajectory and its selection."""
+    labels = np.asarray([r.label for r in manifest.rows], dtype=np.int64)
+    splits = np.asarray([r.split for r in manifest.rows])
+    train = _subsample(cfg, np.flatnonzero(splits == "train"), labels)
+    val = np.flatnonzero(splits == "val")
+    return ([(manifest.rows[i].id, int(labels[i])) for i in train],
+            [(manifest.rows[i].id, int(labels[i])) for i in val])
+
+
+def score_fit(spec: RunSpec, cache: DecodedCache, source_dir: str | Path, source_manifest: Any) -> dict[str, Any]:
+    """Write ``spec``'s record from a finished fit of the same config on the same training and validation
+    images (``source_dir``, on ``source_manifest``): its selected checkpoint scored once on ``cache``'s
+    test set. What a separate ``fit`` would write (the trajectory and the val-chosen epoch and threshold
+    are the same), without training again; the record says whose fit it read (``trained_by``).
+
+    Only for protocols that choose on validation (the test set must play no part in the fit). Raises
+    ``ValueError`` naming what differs when the fit cannot stand in for one of ``spec``: another config,
+    other training or validation images, a protocol that looks at the test set, a missing checkpoint,
+    or a checkpoint whose validation scores do not match its record. The per-epoch log keeps the
+    fit's training and validation entries; its test entries were of another test set and are dropped.
+    """
+    import shutil
+
+    from fracbench.models import count_flops, count_params, create_model
+
+    cfg, source_dir = spec.cfg, Path(source_dir)
+    protocol = PROTOCOLS[cfg.protocol]
+    if protocol.select_on == "test_accuracy" or protocol.test_time_flip:
+        raise ValueError(f"the {cfg.protocol} protocol looks at the test set during the fit: it cannot be "
+                         f"scored on another test set; train it")
+    src = R.read_record(source_dir)
+    if not src or src.get("status") != "complete":
+        raise ValueError(f"{source_dir}: no complete record to score")
+    if src.get("config") != cfg.to_dict():
+        diff = sorted(k for k in set(src.get("config", {})) | set(cfg.to_dict())
+                      if src.get("config", {}).get(k) != cfg.to_dict().get(k))
+        raise ValueError(f"{source_dir}: trained with another config ({', '.join(diff)} differ)")
+    if src.get("manifest_sha256") != source_manifest.fingerprint:
+        raise ValueError(f"{source_dir}: trained on manifest {str(src.get('manifest_sha256'))[:12]}, "
+                         f"not {source_manifest.fingerprint[:12]}")
+    mine, theirs = fit_inputs(cfg, cache.manifest), fit_inputs(cfg, source_manifest)
+    for what, a, b in (("training", mine[0], theirs[0]), ("validation", mine[1], theirs[1])):
+        if a != b:
+            raise ValueError(f"{source_dir}: trained with other {what} images ({len(b)} vs {len(a)} here, "
+                             f"or another order)")
+    best = source_dir / "checkpoints" / "best.safetensors"
+    if not best.exists():
+        raise ValueError(f"{best}: the fit's checkpoint is missing (checkpoints are not committed); train it")
+
+    device = resolve_device(cfg.device)
+    ckpt_dir = Path(spec.out_dir) / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(best, ckpt_dir / "best.safetensors")
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, num_classes=2, in_channels=cfg.channels, image_size=cfg.image_size,
+                         weights=None, **cfg.model_kwargs)
+    params, flops = count_params(model), count_flops(model, cfg.image_size, cfg.channels)
+    eval_bs = eval_batch_size(cfg, device)
+    val_loader = BatchLoader(cache, cache.indices("val"), eval_bs, cfg.channels, keep=True)
+    test_loader = BatchLoader(cache, cache.indices("test"), eval_bs, cfg.channels, keep=True)
+    # the checkpoint must be the fit's own: its validation scores are recomputed and must match the ones
+    # its fit wrote (predictions.csv), image by image
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(best)))
+    model.to(device)
+    try:
+        theirs = {p["id"]: p["score"] for p in R.read_predictions(source_dir) if p["split"] == "val"}
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"{source_dir}: its predictions cannot be read ({exc}); train it") from None
+    if len(val_loader.rows):
+        v = evaluate(model, val_loader, device, amp=cfg.amp, channels_last=cfg.channels_last)
+        ids = [cache.manifest.rows[i].id for i in v["rows"]]
+        off = [i for i, s in zip(ids, v["scores"]) if i not in theirs or not math.isclose(s, theirs[i], abs_tol=1e-5)]
+        if off:
+            (ckpt_dir / "best.safetensors").unlink(missing_ok=True)
+            raise ValueError(f"{best}: {len(off)} of {len(ids)} validation scores differ from its fit's "
+                             f"predictions (e.g. {off[0]}): not the fit's checkpoint")
+    epochs = [{k: v for k, v in e.items() if not k.startswith("test_")} for e in R.read_epochs(source_dir)]
+    seconds = float(src.get("train_seconds", 0.0))
+    state = {**_new_state(), "epoch": int(src["epochs_run"]) - 1, "best_epoch": int(src["selected_epoch"]),
+             "epochs": epochs, "train_seconds": seconds,
+             "train_images": float(src.get("images_per_second", 0.0)) * seconds}
+    _, test_count, note = _denominators(protocol, [r.path for r in cache.manifest.rows], train_rows(cfg, cache),
+                                        test_loader.rows)
+    extra = {"accuracy_denominator": note, **(spec.extra or {}),
+             "trained_by": {"experiment": src.get("experiment"), "seed": src.get("seed"),
+                            "manifest_sha256": src.get("manifest_sha256"), "code_version": src.get("code_version"),
+                            "git_commit": src.get("git_commit"), "created": src.get("created"),
+                            "note": "the same config on the same training and validation images: its "
+                                    "val-chosen checkpoint scored once on this test set"}}
+    record = _finish(cfg, protocol, model, device, state, val_loader, test_loader, test_count, cache,
+                     Path(spec.out_dir), ckpt_dir, spec.experiment, params, flops, extra)
+    R.write_epochs(Path(spec.out_dir), epochs)
+    return record
 
 
 def _checked_specs(specs: Sequence[RunSpec]) -> list[RunSpec]:
