@@ -161,3 +161,38 @@ def test_run_trains_protocol_twins_once(syn, tmp_path, monkeypatch):
     again = run_experiments(exps, **kw)
     assert [o.status for o in again] == ["skipped", "complete"] and calls["n"] == 2
     assert "trajectory_shared_with" not in again[1].record
+
+
+def test_an_external_test_finds_only_a_finished_fit_of_its_config_and_manifest(tmp_path):
+    """run_external scores a run folder's fit only when its record is complete, of the same config and
+    manifest, not itself a scored fit, and its checkpoint is there."""
+    from types import SimpleNamespace
+
+    from fracbench.config import TrainConfig
+    from fracbench.runs.runner import _finished_fit
+
+    cfg = TrainConfig(model="tiny_cnn", image_size=32, protocol="honest", device="cpu")
+    manifest = SimpleNamespace(fingerprint="m" * 64)
+    ctx = SimpleNamespace(results=tmp_path)
+
+    def put(name: str, seed: int = 0, checkpoint: bool = True, **rec) -> None:
+        out = R.run_dir(tmp_path, name, seed)
+        out.mkdir(parents=True)
+        base = {"schema_version": R.SCHEMA_VERSION, "status": "complete", "manifest_sha256": manifest.fingerprint,
+                "config": cfg.to_dict()}
+        (out / R.RECORD).write_text(json.dumps({**base, **rec}))
+        if checkpoint:
+            (out / "checkpoints").mkdir()
+            (out / "checkpoints" / "best.safetensors").write_bytes(b"x")
+
+    assert _finished_fit(ctx, cfg, manifest, 0) is None
+    put("a_other_lr", config=cfg.replace(lr=0.5).to_dict())
+    put("b_other_manifest", manifest_sha256="n" * 64)
+    put("c_failed", status="failed")
+    put("d_no_checkpoint", checkpoint=False)
+    put("e_scored", trained_by={"experiment": "x"})
+    put("f_other_seed", seed=1)
+    assert _finished_fit(ctx, cfg, manifest, 0) is None
+    put("g_the_fit")
+    assert _finished_fit(ctx, cfg, manifest, 0) == R.run_dir(tmp_path, "g_the_fit", 0)
+    assert _finished_fit(ctx, cfg, manifest, 1) == R.run_dir(tmp_path, "f_other_seed", 1)
