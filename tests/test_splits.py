@@ -386,7 +386,7 @@ def test_published_accuracy_is_split_into_test_images_with_and_without_a_copy_in
     """The indented rows: from the record's own manifest (found by fingerprint) and predictions.csv."""
     import hashlib
 
-    from fracbench.claims.tables.splits import copy_subsets, leak_splits_table
+    from fracbench.claims.tables.splits import ONLY_IN_VAL, copy_subsets, leak_splits_table
 
     results = tmp_path / "multiregion"
     d = split_run(results, "multiregion_published_as_published", "published", "as_published", 0.8, n=300)
@@ -398,6 +398,8 @@ def test_published_accuracy_is_split_into_test_images_with_and_without_a_copy_in
     for k in range(50):
         lines.append(f"tr{k},train/t{k}.png,{k % 2},g{k},,train,{k:064x}")
     lines.append("v0,train/v0.png,0,other,,val," + "f" * 64)
+    # img250..img259 (without a copy in train) have theirs in val: in the release they were in train
+    lines += [f"vc{i},train/vc{i}.png,0,solo{i},,val,{(1000 + i):064x}" for i in range(250, 260)]
     data = ("\n".join(lines) + "\n").encode()
     (results / "manifests").mkdir(parents=True)
     (results / "manifests" / "multiregion.csv").write_bytes(data)
@@ -414,10 +416,14 @@ def test_published_accuracy_is_split_into_test_images_with_and_without_a_copy_in
     assert sub["with a copy in train"]["n"] == 200 and sub["without a copy in train"]["n"] == 100
     assert sub["with a copy in train"]["accuracy"] == pytest.approx(want_with)
     assert sub["without a copy in train"]["accuracy"] == pytest.approx(want_without)
+    want_val = sum(right[f"img{i}"] for i in range(250, 260)) / 10
+    assert sub[ONLY_IN_VAL]["n"] == 10 and sub[ONLY_IN_VAL]["accuracy"] == pytest.approx(want_val)
     t = leak_splits_table({"multiregion": load_runs(results)})
     rows = {r[1].strip(): r for r in t.rows}
     assert rows["published split, test images with a copy in train"][9].startswith(f"{want_with:.3f} [")
     assert rows["published split, test images without a copy in train"][5] == "100"
+    val_row = next(r for name, r in rows.items() if name.startswith("of which with a copy in val"))
+    assert val_row[5] == "10" and val_row[9].startswith(f"{want_val:.3f} [")
     # a record whose manifest is not in the results folder gets no such rows (nothing to recompute from)
     (results / "manifests" / "multiregion.csv").unlink()
     assert copy_subsets(run) is None
