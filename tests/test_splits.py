@@ -188,6 +188,27 @@ def test_a_verdict_at_a_reduced_budget_says_what_ran() -> None:
         "not reproduced on fracatlas (the paper's configuration, 1/5 seeds)"
 
 
+def test_a_split_verdict_names_each_splits_budget() -> None:
+    """The published split at the paper's configuration with 3 seeds, the grouped one with 1: the paper's
+    configuration, each split's seeds said; a grouped split at a shortened budget makes it a reduced one."""
+    paper = 0.998
+    whole, honest = replace(_ev(0.91, 0.88, 0.93), budget="3/5 seeds"), _ev(0.72, 0.69, 0.74)
+    copies = replace(_ev(0.999, 0.99, 1.0, n=400), budget="3/5 seeds")
+    v = judge_splits(paper, whole, [("grouped split, honest", replace(honest, budget="1/5 seeds"))], copies=copies)
+    assert v.shown == ("reached only on test images with a copy in train (the paper's configuration, "
+                       "published split: 3/5 seeds; grouped split, honest: 1/5 seeds)")
+    short = "8/50 epochs, 96 px (paper 150), 1/5 seeds"
+    v = judge_splits(paper, whole, [("grouped split, honest", replace(honest, budget=short))], copies=copies)
+    assert v.shown == ("reached only on test images with a copy in train at a reduced budget (published split: "
+                       f"3/5 seeds; grouped split, honest: {short})")
+    # a negative verdict with one split short is undecided
+    v = judge_splits(paper, whole, [("grouped split, honest", replace(honest, budget=short))])
+    assert v.shown.startswith("undecided at a reduced budget (published split: 3/5 seeds; grouped split, honest:")
+    # every split with the same budget: said once
+    v = judge_splits(paper, whole, [("grouped split, honest", replace(honest, budget="3/5 seeds"))])
+    assert v.shown == "not reached on any split (the paper's configuration, 3/5 seeds)"
+
+
 def _mixed_budget_tree(tmp_path: Path, config: dict[str, Any] | None, seeds: int) -> Path:
     fa = fracatlas(tmp_path / "results" / "fracatlas")
     mr = tmp_path / "results" / "multiregion"

@@ -148,7 +148,9 @@ def with_budget(verdict: str, budget: str) -> str:
 
     if not budget or verdict in _NO_JUDGEMENT:
         return verdict
-    if re.fullmatch(r"\d+/\d+ seeds", budget.strip()):
+    # one budget, or several splits' ("label: budget; ..."): the paper's configuration when each is seeds only
+    parts = [p.strip().rsplit(": ", 1)[-1] for p in budget.split("; ")]
+    if all(p == "the full profile" or re.fullmatch(r"\d+/\d+ seeds?", p) for p in parts):
         # the paper's epochs and image size, fewer seeds than fracbench's full profile: the paper's own
         # configuration (the paper reports one run), so the verdict stands, with the seeds said
         return f"{verdict} (the paper's configuration, {budget})"
@@ -313,9 +315,21 @@ def judge_splits(paper: float, published: Evidence, grouped: Sequence[tuple[str,
                  copies: Evidence | None = None) -> Verdict:
     """Does a headline accuracy claim need train/test copies? See :func:`_judge_splits`; the verdict carries
     the budget of the splits that ran (:attr:`Evidence.budget`), shown as "... at a reduced budget (...)"."""
-    budget = join_budgets(published.budget, *(ev.budget for _, ev in grouped if ev.value is not None),
-                          copies.budget if copies is not None else "")
+    # the copies' evidence is the published split's own runs: its budget is the published one
+    budget = split_budgets([("published split", published.budget)]
+                           + [(label, ev.budget) for label, ev in grouped if ev.value is not None])
     return replace(_judge_splits(paper, published, grouped, copies), budget=budget)
+
+
+def split_budgets(labelled: Sequence[tuple[str, str]]) -> str:
+    """The budgets of several splits as one clause: the budget alone when every split ran the same, else each
+    budget with the splits that ran it ("published split: 3/5 seeds; grouped split, honest: 1/5 seeds")."""
+    by: dict[str, list[str]] = {}
+    for label, b in labelled:
+        by.setdefault(b, []).append(label)
+    if len(by) <= 1:
+        return next(iter(by), "")
+    return "; ".join(f"{' and '.join(labels)}: {b or 'the full profile'}" for b, labels in by.items())
 
 
 def _judge_splits(paper: float, published: Evidence, grouped: Sequence[tuple[str, Evidence]],
