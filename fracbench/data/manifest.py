@@ -116,7 +116,8 @@ def deal(sizes: Sequence[int], splits: Sequence[str], share: Mapping[str, float]
 
 SPLIT_MODES = {
     "given": "the dataset's own split folders kept image by image, copies across them included (and reported); "
-             "val carved from train by duplicate group when there is no val folder",
+             "val carved from train by duplicate group when there is no val folder, from the groups with no "
+             "copy in the other given splits",
     "published": "a release's own split kept image by image: the same rule as \"given\", named for a public release",
     "grouped": "the dataset's own splits ignored: every duplicate group dealt to one split",
 }
@@ -191,6 +192,11 @@ def make_manifest(
         given = {given_of[k] for k in ks if given_of[k] in fixed}
         if given:  # one given split per unit under the image-by-image modes; "grouped" has none
             split_of[u] = sorted(given, key=SPLITS.index)[-1]
+        elif pool_from_train and by_group[u[0]] & fixed:
+            # a train group with copies in a given split (the release's test) stays in train: carving it into
+            # val would take the only copies of those test images out of train (a leak smaller than the
+            # release's) and put copies of test images into the val set that chooses the checkpoint
+            split_of[u] = "train"
         else:
             pool.append(u)
 

@@ -153,3 +153,29 @@ def test_mura_patients_never_cross_splits_and_valid_stays_test(tmp_path: Path) -
     assert all(len(s) == 1 for s in by_patient.values()), by_patient
     assert "val" in {r.split for r in m.rows}  # val is carved out of the official train set
     assert [f.kind for f in p.faults] == ["label_conflict", "label_conflict"]
+
+
+
+@pytest.mark.slow
+def test_val_is_carved_only_from_train_groups_with_no_copy_in_test(tmp_path: Path) -> None:
+    """A release with train/ and test/ folders and byte copies across them: the val carved from train keeps
+    every test image's copies in train (the release's leak, as released) and holds no copy of a test image."""
+    import shutil
+
+    root = tmp_path / "release"
+    copied = {}  # test file -> its planted copies in train (ground truth: byte-identical files)
+    for cls, label in (("fractured", 1), ("not_fractured", 0)):
+        for k in range(40):  # train images with no copy anywhere
+            save(root / "train" / cls / f"solo{k}.png", smooth(1000 * label + k))
+        for k in range(12):  # test images, each with two byte copies in train
+            src = save(root / "test" / cls / f"t{k}.png", smooth(5000 + 1000 * label + k))
+            copies = [root / "train" / cls / f"t{k}_copy{c}.png" for c in range(2)]
+            for c in copies:
+                shutil.copyfile(src, c)
+            copied[f"test/{cls}/t{k}.png"] = {f"train/{cls}/{c.name}" for c in copies}
+    m = prepare("imagefolder", root, progress=False).manifest
+    split = {r.path: r.split for r in m.rows}
+    assert {"train", "val", "test"} <= set(split.values())  # val is carved out of the train folder
+    for test_path, copies in copied.items():
+        assert split[test_path] == "test"
+        assert {split[c] for c in copies} == {"train"}, (test_path, {c: split[c] for c in copies})
