@@ -18,7 +18,8 @@ class MultiRegion(ImageFolder):
     gathered from web figures, journal figures, FracAtlas radiographs and many rotated, zoomed and
     mirrored copies of the same few hundred radiographs. Most test files are exact copies of
     training files. fracbench keeps the release's own train/test split as the **published split**
-    (validation carved from train, recorded in the manifest) and also deals a **grouped split**
+    (validation carved from the training groups that have no copy in test, recorded in the manifest, so
+    every test image keeps the copies in train the release gave it) and also deals a **grouped split**
     in which no exact or near-duplicate group crosses train/val/test
     (``fracbench.data.manifest.SPLIT_MODES``).
 
