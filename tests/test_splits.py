@@ -246,9 +246,12 @@ def test_judge_splits_without_enough_evidence() -> None:
     assert judge_splits(paper, Evidence(problem="x not run"), []).verdict == "not run"
     small = _ev(0.5, 0.4, 0.6, n=MIN_TEST_GROUPS - 1)
     assert judge_splits(paper, small, [("g", leaky)]).verdict == "no evidence"
-    # the published split reaches it but the grouped one cannot say: copies are not shown to be needed
-    assert judge_splits(paper, leaky, [("g", small)]).verdict == "no evidence"
-    assert judge_splits(paper, leaky, []).verdict == "no evidence"
+    # the published split reaches it but the grouped one cannot say: reached, copies not shown to be needed;
+    # the reason says how much of the test set is copies
+    v = judge_splits(paper, leaky, [("g", small)], copies=_ev(1.0, 0.99, 1.0, n=489))
+    assert v.verdict == "reached on the published split (without copies: no evidence)"
+    assert "(489 of its 500 test images, 97.8%, have an exact or near copy in train)" in v.reason
+    assert judge_splits(paper, leaky, []).verdict == "reached on the published split (without copies: no evidence)"
     no_balanced = Evidence(0.999, (0.997, 1.0), "ci", 500, balanced=None, majority=0.5)
     assert judge_splits(paper, no_balanced, [("g", small)]).verdict == "no evidence"
 

@@ -42,6 +42,7 @@ __all__ = [
     "ONE_SIDED_MARGIN",
     "REDUCED_BUDGET",
     "TRAIN_FIT_METRICS",
+    "REACHED_COPIES_OPEN",
     "SPLIT_VERDICTS",
     "Evidence",
     "Verdict",
@@ -89,8 +90,9 @@ VERDICTS: dict[str, tuple[str, ...]] = {
 }
 # what the published split, the grouped split (no copy across train/test) and their difference say about
 # a headline accuracy claim of the paper (judge_splits)
+REACHED_COPIES_OPEN = "reached on the published split (without copies: no evidence)"
 SPLIT_VERDICTS: tuple[str, ...] = ("reached only with train/test copies", "reached without copies",
-                                   "reached only on test images with a copy in train",
+                                   REACHED_COPIES_OPEN, "reached only on test images with a copy in train",
                                    "not reached on any split", "no evidence", "not run")
 
 
@@ -346,7 +348,9 @@ def _judge_splits(paper: float, published: Evidence, grouped: Sequence[tuple[str
     - "reached only on test images with a copy in train": neither does, but ``copies`` (the published
       split's test images that have an exact or near copy in train) does: a test set made of copies;
     - "not reached on any split": neither does (the grouped ones that were run);
-    - "no evidence": a split needed for the answer has too few images or no interval;
+    - "reached on the published split (without copies: no evidence)": the published split reaches it, and no
+      grouped split that could say whether it is reached without copies was run (too few groups, or none);
+    - "no evidence": the published split has too few images or no interval;
     - "not run": the published split was not run.
     """
     if published.value is None:
@@ -363,15 +367,20 @@ def _judge_splits(paper: float, published: Evidence, grouped: Sequence[tuple[str
         return Verdict("split", "reached without copies", f"{', '.join(hit)} reaches it with no copy across "
                                                           f"train and test: {text}")
     unusable = [f"{label}: {_usable(ev)}" for label, ev in ran if _usable(ev)]
+    share = ""
+    if copies is not None and copies.n_images and published.n_images:
+        share = (f" ({copies.n_images} of its {published.n_images} test images, "
+                 f"{copies.n_images / published.n_images:.1%}, have an exact or near copy in train)")
     if pub:
         if not ran:
-            return Verdict("split", "no evidence", f"the published split reaches it but no grouped split was run, "
-                                                   f"so whether copies are needed is unknown: {text}")
+            return Verdict("split", REACHED_COPIES_OPEN, f"the published split reaches it{share} but no grouped split "
+                                                         f"was run, so whether copies are needed is unknown: {text}")
         if unusable:
-            return Verdict("split", "no evidence", f"the published split reaches it; {'; '.join(unusable)}: {text}")
+            return Verdict("split", REACHED_COPIES_OPEN, f"the published split reaches it{share}; whether it needs the "
+                                                         f"copies is not known: {'; '.join(unusable)}: {text}")
         return Verdict("split", "reached only with train/test copies",
-                       f"the published split reaches it, the grouped split (no copy across train and test) does not:"
-                       f" {text}")
+                       f"the published split reaches it{share}, the grouped split (no copy across train and test) does "
+                       f"not: {text}")
     missing = "" if ran else " (no grouped split was run)"
     missing += f" ({'; '.join(unusable)})" if unusable else ""
     if copies is not None and copies.value is not None and not _usable(copies):

@@ -369,10 +369,12 @@ def split_claims_table(runs: Sequence[Run], split_runs: Sequence[Run], experimen
              "it (the split does at least as well), with at least 100 test images and its balanced and "
              "majority-class accuracy known.",
              "reached only with train/test copies: the published split reaches it and no grouped split does; "
-             "reached without copies: a grouped split reaches it; reached only on test images with a copy in "
+             "reached without copies: a grouped split reaches it; reached on the published split (without copies: "
+             "no evidence): the published split reaches it and no grouped split run can say whether it needs the "
+             "copies (too few independent groups); reached only on test images with a copy in "
              "train: no whole split does, but the published split's test images that have a copy in train do "
              "(cluster-bootstrap CI; leak_splits table); not reached on any split: none that ran does; "
-             "no evidence: a split needed for the answer has too few images or no interval; not run: the "
+             "no evidence: the published split has too few images or no interval; not run: the "
              "published split was not run.",
              "at a reduced budget (...): the records behind the verdict are not the paper's configuration (its "
              "epochs, image size and seeds, baselines/*.yaml); the clause says what ran, and a longer run may "
