@@ -48,7 +48,6 @@ __all__ = [
     "Verdict",
     "VERDICTS",
     "judge",
-    "join_budgets",
     "judge_splits",
     "reaches",
     "scale_to_jpg_count",
@@ -159,15 +158,6 @@ def with_budget(verdict: str, budget: str) -> str:
     if verdict in _NEGATIVE:
         return f"{UNDECIDED} {REDUCED_BUDGET} ({budget}): the paper's configuration not run"
     return f"{verdict} {REDUCED_BUDGET} ({budget})"
-
-
-def join_budgets(*budgets: str) -> str:
-    """Several evidences' budgets as one clause (each distinct one once, in order)."""
-    seen: list[str] = []
-    for b in budgets:
-        if b and b not in seen:
-            seen.append(b)
-    return "; ".join(seen)
 
 
 def scale_to_jpg_count(interval: tuple[float, float], n_images: int, jpg_count: int) -> tuple[float, float]:
