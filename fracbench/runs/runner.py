@@ -369,6 +369,20 @@ def _split_extra(ctx: RunContext, exp: Experiment, manifest: Any) -> dict[str, A
     return {"leak": ctx.memo[key]}
 
 
+def _done(ctx: RunContext, exp: Experiment, seed: int, name: str, cfg: Any, manifest: Any, out: Path,
+          current: Callable[[dict[str, Any]], bool] | None = None) -> Outcome | None:
+    """The outcome of a run that need not run: "skipped" when its record in ``out`` is current (same config,
+    manifest and code, and ``current(record)`` where given), "failed" when that record is damaged; else None."""
+    try:
+        existing = R.read_record(out)
+    except Exception as exc:  # a damaged record: recorded, the rest go on
+        return _failed(exp, seed, ctx.profile, out, exc, name)
+    if is_current(existing, cfg.to_dict(), manifest.fingerprint, ctx.code) and (current is None or current(existing)):
+        say(f"[dim]skip {name} seed {seed}: record is current[/]")
+        return Outcome(name, seed, "skipped", existing)
+    return None
+
+
 def _fit(ctx: RunContext, exp: Experiment, seed: int, name: str, cfg: Any, manifest: Any,
          extra: dict[str, Any] | None = None, on_epoch: Callable[[Any], Any] | None = None,
          current: Callable[[dict[str, Any]], bool] | None = None) -> Outcome:
@@ -378,13 +392,9 @@ def _fit(ctx: RunContext, exp: Experiment, seed: int, name: str, cfg: Any, manif
     from fracbench.training.train import fit, resumable
 
     out = R.run_dir(ctx.results, name, seed)
-    try:
-        existing = R.read_record(out)
-    except Exception as exc:  # a damaged record: recorded, the rest go on
-        return _failed(exp, seed, ctx.profile, out, exc, name)
-    if is_current(existing, cfg.to_dict(), manifest.fingerprint, ctx.code) and (current is None or current(existing)):
-        say(f"[dim]skip {name} seed {seed}: record is current[/]")
-        return Outcome(name, seed, "skipped", existing)
+    done = _done(ctx, exp, seed, name, cfg, manifest, out, current)
+    if done is not None:
+        return done
     try:
         cache = ctx.cache(cfg.image_size, manifest)
         resume = resumable(out, cfg, manifest.fingerprint)
@@ -471,13 +481,9 @@ def _score_fit(ctx: RunContext, exp: Experiment, seed: int, cfg: Any, manifest: 
     from fracbench.training.train import RunSpec, score_fit
 
     out = R.run_dir(ctx.results, exp.name, seed)
-    try:
-        existing = R.read_record(out)
-    except Exception as exc:
-        return _failed(exp, seed, ctx.profile, out, exc)
-    if is_current(existing, cfg.to_dict(), manifest.fingerprint, ctx.code):
-        say(f"[dim]skip {exp.name} seed {seed}: record is current[/]")
-        return Outcome(exp.name, seed, "skipped", existing)
+    done = _done(ctx, exp, seed, exp.name, cfg, manifest, out)
+    if done is not None:
+        return done
     try:
         cache = ctx.cache(cfg.image_size, manifest)
         say(f"[bold]{exp.name}[/] seed {seed} ({ctx.profile} profile): scoring the fit of {source.parent.name} "
