@@ -122,21 +122,24 @@ def test_findings_figure_numbers_recompute_from_the_committed_files() -> None:
     check = json.loads((COMMITTED / "check" / "multiregion" / "check.json").read_text())
     nums = anatomy_numbers(runs, check)
     pub = [r for r in runs if r.experiment == "multiregion_published_as_published"]
-    assert len(pub) == 1
-    run = pub[0]
-    rows = R.manifest_rows(run.dir, run.record["manifest_sha256"])
-    train_groups = {r["group"] for r in rows if r["split"] == "train"}
-    copied = {r["id"] for r in rows if r["split"] == "test" and r["group"] in train_groups}
-    thr = run.record["threshold"]
-    with (run.dir / "predictions.csv").open() as fh:
-        preds = [p for p in csv.DictReader(fh) if p["split"] == "test"]
-    for key, keep in (("copied", True), ("copy_free", False)):
-        sub = [p for p in preds if (p["id"] in copied) is keep]
-        assert nums[key].images == len(sub)
-        assert nums[key].value == pytest.approx(sum((float(p["score"]) >= thr) == (p["label"] == "1") for p in sub)
-                                                / len(sub))
-    assert nums["copied"].images == run.record["leak"]["test_near_in_train"]  # the split verifier's count
-    assert nums["copied"].images + nums["copy_free"].images == run.record["leak"]["test_images"]
+    assert pub
+    scored: dict[str, list[tuple[int, float]]] = {"copied": [], "copy_free": []}
+    for run in pub:  # each seed scored by brute force; the figure shows their mean
+        rows = R.manifest_rows(run.dir, run.record["manifest_sha256"])
+        train_groups = {r["group"] for r in rows if r["split"] == "train"}
+        copied = {r["id"] for r in rows if r["split"] == "test" and r["group"] in train_groups}
+        thr = run.record["threshold"]
+        with (run.dir / "predictions.csv").open() as fh:
+            preds = [p for p in csv.DictReader(fh) if p["split"] == "test"]
+        for key, keep in (("copied", True), ("copy_free", False)):
+            sub = [p for p in preds if (p["id"] in copied) is keep]
+            scored[key].append((len(sub), sum((float(p["score"]) >= thr) == (p["label"] == "1") for p in sub)
+                                / len(sub)))
+        assert len([p for p in preds if p["id"] in copied]) == run.record["leak"]["test_near_in_train"]  # verifier
+        assert len(preds) == run.record["leak"]["test_images"]
+    for key, per_seed in scored.items():
+        assert nums[key].images == min(n for n, _ in per_seed)
+        assert nums[key].value == pytest.approx(sum(v for _, v in per_seed) / len(per_seed))
     grouped = [r for r in runs if r.experiment == "multiregion_grouped_as_published"]
     assert nums["grouped"].value == pytest.approx(sum(r.test["accuracy"] for r in grouped) / len(grouped))
     assert nums["lookup"].value == check["lookup"]["accuracy"] and nums["lookup"].images == check["lookup"]["images"]
